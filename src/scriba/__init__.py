@@ -1,0 +1,27 @@
+"""scriba: train, fine-tune, pretrain and evaluate text-line recognition models, compatible with kraken 7.
+
+The top-level names are loaded lazily so that ``import scriba`` (and ``ketos --help``) stays fast.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "load_model": ("scriba.weights.load", "load_model"),
+    "train": ("scriba.train.job", "train"),
+    "evaluate": ("scriba.evaluate", "evaluate"),
+    "compile_dataset": ("scriba.data.compile", "compile_dataset"),
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        module, attr = _LAZY[name]
+        return getattr(import_module(module), attr)
+    raise AttributeError(f"module 'scriba' has no attribute {name!r}")

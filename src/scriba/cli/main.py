@@ -1,0 +1,128 @@
+"""The ``ketos`` command group: global options, experiment files, and one-line error reporting.
+
+Nothing here imports torch or lightning: subcommands import the library inside their bodies so that
+``ketos --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import traceback
+
+import click
+
+from scriba import __version__
+from scriba.cli import compile as compile_cmd
+from scriba.cli import convert as convert_cmd
+from scriba.cli import pretrain as pretrain_cmd
+from scriba.cli import test as test_cmd
+from scriba.cli import train as train_cmd
+from scriba.cli.config_file import apply_experiment_file
+from scriba.config import PRECISIONS, GlobalConfig, default
+from scriba.errors import ScribaError
+
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?(,cuda:\d+)*)$")
+
+
+def _check_device(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if value is not None and not _DEVICE.match(value):
+        raise click.BadParameter(
+            f"{value!r} is not a device; use auto, cpu, mps, cuda:N or cuda:N,cuda:M", ctx=ctx, param=param
+        )
+    return value
+
+
+def _g(name: str):
+    return default(GlobalConfig, name)
+
+
+@click.group(context_settings={"show_default": True, "help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="ketos (scriba)")
+@click.option("-d", "--device", default=_g("device"), callback=_check_device,
+              help="Device: auto, cpu, mps, cuda:N or several GPUs as cuda:N,cuda:M.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default=_g("precision"),
+              help="Numerical precision (Lightning precision string).")
+@click.option("--workers", "num_workers", type=click.IntRange(0), default=_g("num_workers"),
+              help="Number of worker processes for data loading and compilation.")
+@click.option("--threads", "num_threads", type=click.IntRange(1), default=_g("num_threads"),
+              help="Number of threads for intra-op parallelism.")
+@click.option("-s", "--seed", type=int, default=_g("seed"), help="Seed for all random number generators.")
+@click.option("-r", "--deterministic/--no-deterministic", default=_g("deterministic"),
+              help="Use deterministic algorithms (seed 42 when no seed is given).")
+@click.option("-v", "--verbose", count=True, help="More output; full tracebacks on failure.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None, is_eager=True,
+              help="YAML experiment file (global keys at the top, subcommand sections by name).")
+@click.pass_context
+def cli(ctx: click.Context, config_file: str | None, **values) -> None:
+    """scriba's ketos: compile datasets, train, test, pretrain and convert text-line recognition models."""
+    _setup_logging(values["verbose"])
+    if config_file is not None:
+        values = apply_experiment_file(ctx, config_file, values)
+        _setup_logging(values["verbose"])
+    if values.get("deterministic") and values.get("seed") is None:
+        values["seed"] = 42
+    ctx.obj = GlobalConfig(**values)
+
+
+for _module in (compile_cmd, train_cmd, test_cmd, pretrain_cmd, convert_cmd):
+    cli.add_command(_module.command)
+
+
+class _WarningFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if record.name == "py.warnings":
+            # "file:line: Category: text" -> "text": users need the text, not our source line.
+            parts = message.strip().splitlines()[0].split(": ", 2)
+            message = parts[-1] if len(parts) == 3 else message
+        return f"{record.levelname.lower()}: {message}"
+
+
+def _setup_logging(verbose: int) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_WarningFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING - min(10 * verbose, 20))
+    logging.captureWarnings(True)
+    for noisy in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "fsspec", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.WARNING if verbose else logging.ERROR)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: runs the group and turns every expected failure into one line and an exit status."""
+    args = sys.argv[1:] if argv is None else argv
+    verbose = any(a in ("-v", "--verbose") or re.fullmatch(r"-v+", a) for a in args)
+    try:
+        cli.main(args=args, prog_name="ketos", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.Abort:
+        click.echo("error: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        click.echo(f"error: {_one_line(e.format_message())}", err=True)
+        sys.exit(2)
+    except ScribaError as e:
+        if verbose:
+            traceback.print_exc()
+        click.echo(f"error: {_one_line(str(e))}", err=True)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        click.echo("error: interrupted", err=True)
+        sys.exit(130)
+    except Exception as e:  # noqa: BLE001 - the last line of defence: one line unless -v
+        if verbose:
+            traceback.print_exc()
+        click.echo(f"error: {type(e).__name__}: {_one_line(str(e))} (run with -v for the traceback)", err=True)
+        sys.exit(1)
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split())
+
+
+if __name__ == "__main__":
+    main()

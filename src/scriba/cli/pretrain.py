@@ -1,0 +1,46 @@
+"""``ketos pretrain``: masked contrastive pretraining of a recognition network on unlabelled lines."""
+
+from __future__ import annotations
+
+import click
+
+from scriba import config as C
+from scriba.cli import options as O
+from scriba.errors import UsageError
+
+
+@click.command("pretrain")
+@O.apply(*O.data_format_options(C.PretrainConfig, manifests=("training_data", "evaluation_data")))
+@O.apply(*O.optim_options(C.PretrainConfig, warmup_type=float))
+@click.option("-mw", "--mask-width", type=click.IntRange(1), default=C.default(C.PretrainConfig, "mask_width"),
+              help="Width of sampled masks at the scale of the subsampled tensor, e.g. 4x subsampling with mask "
+                   "width 3 masks 12 pixels.")
+@click.option("-mp", "--mask-probability", "mask_prob", type=click.FloatRange(0, 1),
+              default=C.default(C.PretrainConfig, "mask_prob"),
+              help="Probability of a position being the start of a mask.")
+@click.option("-nn", "--num-negatives", type=click.IntRange(1), default=C.default(C.PretrainConfig, "num_negatives"),
+              help="Number of negative samples for the contrastive loss.")
+@click.option("-lt", "--logit-temp", type=click.FloatRange(0, min_open=True),
+              default=C.default(C.PretrainConfig, "logit_temp"),
+              help="Temperature that divides the logits of the contrastive loss.")
+@O.ground_truth_argument()
+@click.pass_obj
+def command(g: C.GlobalConfig, ground_truth: tuple[str, ...], **opts) -> None:
+    """Pretrain a recognition network without transcriptions (wav2vec2-style masked prediction)."""
+    if opts["load"] and opts["resume"]:
+        raise UsageError("--load and --resume are mutually exclusive")
+    if opts["resume"]:
+        cfg = C.PretrainConfig(resume=opts["resume"])
+    else:
+        opts["training_data"] = O.expand_inputs(opts["training_data"], ground_truth)
+        opts["evaluation_data"] = O.expand_inputs(opts["evaluation_data"], ())
+        if not opts["training_data"]:
+            raise UsageError("no training data was given: use -t/--training-data or pass files as arguments")
+        if opts["quit"] == "fixed" and opts["epochs"] <= 0:
+            raise UsageError("--quit fixed needs a positive number of --epochs")
+        cfg = C.build(C.PretrainConfig, opts)
+    from scriba.pretrain.job import pretrain
+
+    result = pretrain(cfg, g)
+    if getattr(result, "weights", None):
+        click.echo(f"best model: {result.weights}")

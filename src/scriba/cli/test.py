@@ -1,0 +1,37 @@
+"""``ketos test``: evaluate a model on test data and print kraken's report (plus JSON/HTML on request)."""
+
+from __future__ import annotations
+
+import click
+
+from scriba import config as C
+from scriba.cli import options as O
+from scriba.errors import UsageError
+
+
+@click.command("test")
+@click.option("-m", "--model", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Model to evaluate (checkpoint or weights file).")
+@O.apply(*O.data_format_options(C.TestConfig, manifests=("test_data",)))
+@O.apply(*O.text_options(C.TestConfig))
+@click.option("--no-legacy-polygons", is_flag=True, default=False, help="Force disable the legacy polygon extractor.")
+@click.option("--output-json", type=click.Path(dir_okay=False), default=None,
+              help="Write the numbers and per-line results as JSON.")
+@click.option("--output-html", type=click.Path(dir_okay=False), default=None,
+              help="Write a self-contained HTML report with the worst lines.")
+@O.ground_truth_argument("test_set")
+@click.pass_obj
+def command(g: C.GlobalConfig, test_set: tuple[str, ...], **opts) -> None:
+    """Evaluate a recognition model on test data."""
+    from scriba.evaluate import run_test, write_reports
+    from scriba.report import render_text
+
+    if not opts["model"]:
+        raise UsageError("no model to evaluate: give one with -m/--model")
+    opts["test_data"] = O.expand_inputs(opts["test_data"], test_set)
+    if not opts["test_data"]:
+        raise UsageError("no test data was given: use -e/--test-data or pass files as arguments")
+    cfg = C.build(C.TestConfig, opts)
+    result = run_test(cfg, g)
+    click.echo(render_text(result))
+    write_reports(result, cfg)

@@ -1,0 +1,67 @@
+"""``ketos train``: options to a :class:`~scriba.config.TrainConfig`, then :func:`scriba.train.job.train`."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from scriba import config as C
+from scriba.cli import options as O
+from scriba.errors import UsageError
+
+
+@click.command("train")
+@O.apply(*O.data_format_options(C.TrainConfig, manifests=("training_data", "evaluation_data")))
+@O.apply(*O.optim_options(C.TrainConfig))
+@O.apply(*O.text_options(C.TrainConfig))
+@click.option("--freeze-backbone", type=click.IntRange(0), default=C.default(C.TrainConfig, "freeze_backbone"),
+              help="Number of training samples to keep the backbone (everything but the output layer) frozen.")
+@click.option("-c", "--codec", type=click.UNPROCESSED, default=None,
+              help="Codec JSON file (or a mapping in the experiment file); invalid with --load.")
+@click.option("--resize", type=click.Choice(C.RESIZE_MODES), default=C.default(C.TrainConfig, "resize"),
+              help="Codec/output layer resizing when loading a model: `union` adds code points, `new` matches the "
+                   "training data exactly, `fail` aborts on a mismatch (`add`/`both`: deprecated aliases).")
+@O.ground_truth_argument()
+@click.pass_obj
+def command(g: C.GlobalConfig, ground_truth: tuple[str, ...], **opts) -> None:
+    """Train a recognition model (from scratch, fine-tune with --load, or continue with --resume)."""
+    if opts["load"] and opts["resume"]:
+        raise UsageError("--load and --resume are mutually exclusive")
+    opts["resize"] = O.resolve_resize(opts["resize"])
+    opts["codec"] = load_codec_option(opts["codec"])
+    if opts["resume"]:
+        cfg = C.TrainConfig(resume=opts["resume"])
+    else:
+        opts["training_data"] = O.expand_inputs(opts["training_data"], ground_truth)
+        opts["evaluation_data"] = O.expand_inputs(opts["evaluation_data"], ())
+        if not opts["training_data"]:
+            raise UsageError("no training data was given: use -t/--training-data or pass files as arguments")
+        if opts["quit"] == "fixed" and opts["epochs"] <= 0:
+            raise UsageError("--quit fixed needs a positive number of --epochs")
+        if opts["freq"] > 1 and opts["freq"] != int(opts["freq"]):
+            raise UsageError("--freq above 1 must be a whole number of epochs")
+        cfg = C.build(C.TrainConfig, opts)
+    from scriba.train.job import train
+
+    result = train(cfg, g)
+    if getattr(result, "weights", None):
+        click.echo(f"best model: {result.weights}")
+
+
+def load_codec_option(value):
+    """A codec from the experiment file's mapping or from a JSON file named on the command line."""
+    if value is None or isinstance(value, dict):
+        return value
+    if not isinstance(value, str):
+        raise UsageError(f"--codec expects a JSON file or a mapping, got {type(value).__name__}")
+    try:
+        with open(value, encoding="utf-8") as fp:
+            data = json.load(fp)
+    except OSError as e:
+        raise UsageError(f"cannot read codec file ({e.strerror})", path=value) from None
+    except json.JSONDecodeError as e:
+        raise UsageError(f"codec file is not valid JSON: {e.msg}", path=value, element=f"line {e.lineno}") from None
+    if not isinstance(data, dict):
+        raise UsageError("a codec file must hold a JSON object mapping characters to label lists", path=value)
+    return data

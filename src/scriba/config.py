@@ -1,0 +1,201 @@
+"""Typed configuration: every default of every command lives here, once.
+
+Field names are the Python parameter names of the ``ketos`` options (they are also the keys of experiment
+files), e.g. ``checkpoint_path`` for ``-o/--output`` and ``rop_patience`` for ``--sched-patience``.
+The CLI reads its defaults and help from these classes; the library API takes these objects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any
+
+DEFAULT_SPEC = (
+    "[1,120,0,1 Cr3,13,32 Do0.1,2 Mp2,2 Cr3,13,32 Do0.1,2 Mp2,2 Cr3,9,64 Do0.1,2 Mp2,2 Cr3,9,64 Do0.1,2 "
+    "S1(1x0)1,3 Lbx200 Do0.1,2 Lbx200 Do0.1,2 Lbx200 Do]"
+)
+
+PRECISIONS = (
+    "transformer-engine",
+    "transformer-engine-float16",
+    "16-true",
+    "16-mixed",
+    "bf16-true",
+    "bf16-mixed",
+    "32-true",
+    "64-true",
+)
+FORMAT_TYPES = ("path", "xml", "alto", "page", "binary")
+COMPILE_FORMAT_TYPES = ("path", "xml", "alto", "page")
+LINETYPES = ("baselines", "bbox")
+NORMALIZATIONS = ("NFD", "NFKD", "NFC", "NFKC")
+BASE_DIRS = ("L", "R", "auto")
+QUIT_MODES = ("early", "fixed", "aneal")
+OPTIMIZERS = ("Adam", "SGD", "RMSprop", "Lamb", "AdamW")
+SCHEDULES = ("constant", "1cycle", "exponential", "step", "reduceonplateau", "cosine", "cosine_warm_restarts")
+RESIZE_MODES = ("add", "union", "both", "new", "fail")
+RESIZE_ALIASES = {"add": "union", "both": "new"}
+WEIGHTS_FORMATS = ("safetensors", "coreml")
+LOGGERS = ("tensorboard",)
+
+
+@dataclass
+class GlobalConfig:
+    """Options of the ``ketos`` group, shared by every subcommand."""
+
+    device: str = "auto"
+    precision: str = "32-true"
+    num_workers: int = 1
+    num_threads: int = 1
+    seed: int | None = None
+    deterministic: bool = False
+    verbose: int = 0
+
+
+@dataclass
+class DataConfig:
+    """Where the lines come from and how their text and images are prepared.
+
+    ``training_data``/``evaluation_data`` hold data files (pages, line images, datasets), already expanded
+    from manifests and globs by the caller.
+    """
+
+    training_data: list[str] = field(default_factory=list)
+    evaluation_data: list[str] = field(default_factory=list)
+    format_type: str = "xml"
+    linetype: str | None = None
+    padding: int = 16
+    normalization: str | None = None
+    normalize_whitespace: bool = True
+    bidi_reordering: bool = True
+    base_dir: str = "auto"
+    legacy_polygons: bool = False
+    augment: bool = False
+    batch_size: int = 1
+    partition: float = 0.9
+    codec: dict[str, Any] | str | None = None
+
+
+@dataclass
+class OptimConfig:
+    """Stopping, optimizer and learning-rate schedule (shared by train and pretrain)."""
+
+    checkpoint_path: str = "model"
+    freq: float = 1.0
+    quit: str = "early"
+    epochs: int = -1
+    min_epochs: int = 0
+    lag: int = 10
+    min_delta: float = 0.0
+    optimizer: str = "AdamW"
+    lrate: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    gradient_clip_val: float = 1.0
+    accumulate_grad_batches: int = 1
+    warmup: int = 0
+    schedule: str = "constant"
+    gamma: float = 0.1
+    step_size: int = 10
+    rop_patience: int = 5
+    cos_t_max: int = 10
+    cos_min_lr: float = 1e-6
+    pl_logger: str | None = None
+    log_dir: str | None = None
+
+
+@dataclass
+class TrainConfig(DataConfig, OptimConfig):
+    """``ketos train``."""
+
+    spec: str = DEFAULT_SPEC
+    load: str | None = None
+    resume: str | None = None
+    weights_format: str = "safetensors"
+    freeze_backbone: int = 0
+    resize: str = "fail"
+
+
+@dataclass
+class PretrainConfig(DataConfig, OptimConfig):
+    """``ketos pretrain`` (wav2vec2-style masked contrastive pretraining)."""
+
+    spec: str = DEFAULT_SPEC
+    load: str | None = None
+    resume: str | None = None
+    weights_format: str = "safetensors"
+    checkpoint_path: str = "model"
+    min_epochs: int = 100
+    lrate: float = 1e-6
+    weight_decay: float = 0.01
+    schedule: str = "cosine"
+    cos_t_max: int = 100
+    cos_min_lr: float = 1e-7
+    warmup: float = 32000
+    mask_width: int = 4
+    mask_prob: float = 0.5
+    num_negatives: int = 100
+    logit_temp: float = 0.1
+
+
+@dataclass
+class TestConfig:
+    """``ketos test``."""
+
+    model: str | None = None
+    test_data: list[str] = field(default_factory=list)
+    format_type: str = "xml"
+    linetype: str | None = None
+    batch_size: int = 1
+    padding: int = 16
+    normalization: str | None = None
+    normalize_whitespace: bool = True
+    bidi_reordering: bool = True
+    base_dir: str = "auto"
+    no_legacy_polygons: bool = False
+    output_json: str | None = None
+    output_html: str | None = None
+
+
+@dataclass
+class CompileConfig:
+    """``ketos compile``."""
+
+    ground_truth: list[str] = field(default_factory=list)
+    output: str = "dataset.arrow"
+    format_type: str = "xml"
+    files: list[str] = field(default_factory=list)
+    linetype: str | None = None
+    force_type: str | None = None
+    skip_empty_lines: bool = True
+    recordbatch_size: int = 100
+    legacy_polygons: bool = False
+
+
+@dataclass
+class ConvertConfig:
+    """``ketos convert``."""
+
+    checkpoints: list[str] = field(default_factory=list)
+    output: str = "model.safetensors"
+    weights_format: str = "safetensors"
+
+
+def default(cls: type, name: str) -> Any:
+    """The default of field ``name`` of config class ``cls`` (for CLI option declarations)."""
+    for f in fields(cls):
+        if f.name == name:
+            if f.default_factory is not MISSING:
+                return f.default_factory()
+            return f.default
+    raise KeyError(f"{cls.__name__} has no field {name!r}")
+
+
+def field_names(cls: type) -> set[str]:
+    return {f.name for f in fields(cls)}
+
+
+def build(cls: type, values: dict[str, Any]) -> Any:
+    """Instantiate ``cls`` from ``values``, ignoring keys it does not declare."""
+    names = field_names(cls)
+    return cls(**{k: v for k, v in values.items() if k in names})

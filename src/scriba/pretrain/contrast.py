@@ -1,0 +1,135 @@
+"""The contrastive task: mask the convolutional features, encode them, find the true frame among negatives.
+
+Three pieces take part: the network's convolutional front (``features``), its recurrent encoder, and a
+:class:`MaskModule` (a learned mask embedding plus the projection that turns the unmasked features into
+targets). Only ``features`` and ``encoder`` go into the weights written at the end; the mask module exists
+for pretraining alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from scriba.pretrain.masking import compute_mask, sample_negatives
+
+Layer = nn.Module  # a VGSL layer: ``layer(x, seq_lens) -> (x, seq_lens)``
+
+
+def run_layers(layers: Sequence[Layer], x: torch.Tensor, seq_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    for layer in layers:
+        x, seq_lens = layer(x, seq_lens)
+    return x, seq_lens
+
+
+@dataclass
+class Masked:
+    """A masked batch. ``x`` is (N, C, 1, W) with masked frames replaced; ``targets`` (M, D) are the
+    projected clean features of the M masked frames in row-major order of ``mask`` (N, W)."""
+
+    x: torch.Tensor
+    seq_lens: torch.Tensor
+    mask: torch.Tensor
+    targets: torch.Tensor
+    neg_idx: torch.Tensor
+    valid: torch.Tensor
+
+
+class MaskModule(nn.Module):
+    """Learned mask embedding and target projection (wav2vec2's masking without quantisation)."""
+
+    def __init__(self, in_dim: int, final_dim: int, mask_width: int, mask_prob: float, num_negatives: int):
+        super().__init__()
+        self.mask_width = mask_width
+        self.mask_prob = mask_prob
+        self.num_negatives = num_negatives
+        # uniform [0, 1) like the features after a ReLU: a mask that stands out but is not out of range
+        self.mask_emb = nn.Parameter(torch.rand(in_dim))
+        self.project_q = nn.Linear(in_dim, final_dim)
+
+    def forward(self, x: torch.Tensor, seq_lens: torch.Tensor, generator: torch.Generator | None = None) -> Masked:
+        if x.shape[2] != 1:
+            raise ValueError(
+                f"pretraining needs the features before the first recurrent layer to have height 1, "
+                f"got {tuple(x.shape)}; add a reshape such as S1(1x0)1,3 before it"
+            )
+        n, _, _, w = x.shape
+        mask = compute_mask(seq_lens, w, self.mask_width, self.mask_prob, generator).to(x.device)
+        frames = x.squeeze(2).transpose(1, 2)  # (N, W, C)
+        targets = self.project_q(frames[mask])
+        neg_idx, valid = sample_negatives(mask, self.num_negatives, generator)
+        masked = torch.where(mask[:, :, None], self.mask_emb.to(frames.dtype), frames)
+        return Masked(
+            x=masked.transpose(1, 2).unsqueeze(2),
+            seq_lens=seq_lens,
+            mask=mask,
+            targets=targets,
+            neg_idx=neg_idx.to(x.device),
+            valid=valid.to(x.device),
+        )
+
+
+def contrastive_logits(
+    context: torch.Tensor, targets: torch.Tensor, neg_idx: torch.Tensor, logit_temp: float
+) -> torch.Tensor:
+    """Cosine similarity of each context vector with its target (column 0) and its negatives, / temp.
+
+    A negative that equals its positive exactly (e.g. two blank frames) is not a distractor but the same
+    answer; its logit is set to -inf so the loss does not punish the model for being right.
+    """
+    if logit_temp <= 0:
+        raise ValueError(f"the logit temperature must be positive, not {logit_temp}")
+    negatives = targets[neg_idx]  # (M, K, D)
+    candidates = torch.cat([targets[:, None, :], negatives], dim=1)
+    logits = F.cosine_similarity(context[:, None, :].float(), candidates.float(), dim=-1) / logit_temp
+    same = (negatives == targets[:, None, :]).all(dim=-1)
+    if same.any():
+        logits = torch.cat([logits[:, :1], logits[:, 1:].masked_fill(same, float("-inf"))], dim=1)
+    return logits
+
+
+def contrastive_loss(logits: torch.Tensor, valid: torch.Tensor) -> torch.Tensor | None:
+    """Mean cross-entropy with the positive at index 0 over the frames that had negatives (None if none)."""
+    logits = logits[valid]
+    if logits.shape[0] == 0:
+        return None
+    target = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
+    return F.cross_entropy(logits, target)
+
+
+@dataclass
+class ContrastiveOutput:
+    logits: torch.Tensor  # (M, 1 + num_negatives)
+    valid: torch.Tensor  # (M,)
+    loss: torch.Tensor | None
+
+
+def contrastive_forward(
+    features: Sequence[Layer],
+    encoder: Sequence[Layer],
+    mask: MaskModule,
+    x: torch.Tensor,
+    seq_lens: torch.Tensor,
+    logit_temp: float,
+    generator: torch.Generator | None = None,
+) -> ContrastiveOutput:
+    """One batch of the task: features -> mask -> encoder -> logits and loss.
+
+    A function over the layers rather than a module that owns them, so that the layers stay registered in
+    the recognition network alone (checkpoints keep them once, under ``net.``).
+    """
+    feats, lens = run_layers(features, x, seq_lens)
+    masked = mask(feats, lens, generator)
+    ctx, _ = run_layers(encoder, masked.x, masked.seq_lens)
+    if ctx.shape[2] != 1 or ctx.shape[3] != feats.shape[3]:
+        raise ValueError(
+            f"the recurrent encoder must keep height 1 and the width of its input, got {tuple(ctx.shape)} "
+            f"from {tuple(feats.shape)}"
+        )
+    context = ctx.squeeze(2).transpose(1, 2)[masked.mask]
+    logits = contrastive_logits(context, masked.targets, masked.neg_idx, logit_temp)
+    return ContrastiveOutput(logits, masked.valid, contrastive_loss(logits, masked.valid))

@@ -1,0 +1,359 @@
+"""VGSL layers. Every layer maps ``(x (N, C, H, W), seq_lens (N,) | None)`` to the same pair.
+
+Attribute names (``co``, ``lin``, ``layer``) follow kraken so that state dict keys match its weights files.
+Padding invariance: layers zero every frame at or beyond a line's length on output, and each layer only lets
+valid frames depend on valid frames plus zeros, which is exactly what an unpadded line sees (the convolutions'
+own zero padding). LSTMs run on packed sequences; group norm takes its statistics over valid frames only.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+Lens = torch.Tensor | None
+
+# VGSL dimension numbers (0=N, 1=H, 2=W, 3=C) to NCHW axes
+VGSL_DIMS = {0: 0, 1: 2, 2: 3, 3: 1}
+
+
+def mask_frames(x: torch.Tensor, lens: Lens) -> torch.Tensor:
+    """Zeroes frames at or beyond each line's length along W."""
+    if lens is None:
+        return x
+    w = x.shape[3]
+    keep = torch.arange(w, device=x.device)[None, :] < lens.to(x.device)[:, None]
+    return x * keep[:, None, None, :].to(x.dtype)
+
+
+class ActConv2D(nn.Module):
+    """Convolution (``co``) plus activation; ``transposed`` makes it a transposed convolution."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel: tuple[int, int],
+        stride: tuple[int, int] = (1, 1),
+        dilation: tuple[int, int] = (1, 1),
+        nl: str = "l",
+        transposed: bool = False,
+    ) -> None:
+        super().__init__()
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = kernel
+        self.stride = stride
+        self.dilation = dilation
+        self.nl = nl
+        self.transposed = transposed
+        self.padding = tuple(d * (k - 1) // 2 for k, d in zip(kernel, dilation))
+        cls = nn.ConvTranspose2d if transposed else nn.Conv2d
+        self.co = cls(in_channels, out_channels, kernel, stride=stride, padding=self.padding, dilation=dilation)
+
+    def out_len(self, n: torch.Tensor | int, axis: int) -> torch.Tensor | int:
+        k, s, d, p = self.kernel_size[axis], self.stride[axis], self.dilation[axis], self.padding[axis]
+        if self.transposed:
+            return (n - 1) * s - 2 * p + d * (k - 1) + 1
+        return (n + 2 * p - d * (k - 1) - 1) // s + 1
+
+    def out_shape(self, c: int, h: int) -> tuple[int, int]:
+        return self.out_channels, int(self.out_len(h, 0)) if h else 0
+
+    def forward(self, x: torch.Tensor, seq_lens: Lens = None) -> tuple[torch.Tensor, Lens]:
+        o = self.co(x)
+        if self.nl == "s":
+            # sigmoid outputs stay logits while training (for BCE-with-logits losses), as kraken does
+            if not self.training:
+                o = torch.sigmoid(o)
+        elif self.nl == "t":
+            o = torch.tanh(o)
+        elif self.nl == "r":
+            o = F.relu(o)
+        elif self.nl == "lr":
+            o = F.leaky_relu(o)
+        elif self.nl == "m":
+            o = torch.softmax(o, dim=1)
+        if seq_lens is not None:
+            seq_lens = torch.clamp(self.out_len(seq_lens, 1), min=1).to(seq_lens.dtype)  # type: ignore[arg-type]
+        return mask_frames(o, seq_lens), seq_lens
+
+
+class MaxPool(nn.Module):
+    def __init__(self, kernel: tuple[int, int], stride: tuple[int, int]) -> None:
+        super().__init__()
+        self.kernel_size = kernel
+        self.stride = stride
+        self.layer = nn.MaxPool2d(kernel, stride)
+
+    def out_shape(self, c: int, h: int) -> tuple[int, int]:
+        return c, ((h - self.kernel_size[0]) // self.stride[0] + 1) if h else 0
+
+    def forward(self, x: torch.Tensor, seq_lens: Lens = None) -> tuple[torch.Tensor, Lens]:
+        o = self.layer(x)
+        if seq_lens is not None:
+            seq_lens = torch.clamp((seq_lens - self.kernel_size[1]) // self.stride[1] + 1, min=1)
+        return mask_frames(o, seq_lens), seq_lens
+
+
+class Dropout(nn.Module):
+    def __init__(self, p: float, dim: int) -> None:
+        super().__init__()
+        self.p = p
+        self.dim = dim
+        self.layer = nn.Dropout2d(p) if dim == 2 else nn.Dropout(p)
+
+    def out_shape(self, c: int, h: int) -> tuple[int, int]:
+        return c, h
+
+    def forward(self, x: torch.Tensor, seq_lens: Lens = None) -> tuple[torch.Tensor, Lens]:
+        return self.layer(x), seq_lens
+
+
+class Identity(nn.Module):
+    def out_shape(self, c: int, h: int) -> tuple[int, int]:
+        return c, h
+
+    def forward(self, x: torch.Tensor, seq_lens: Lens = None) -> tuple[torch.Tensor, Lens]:
+        return x, seq_lens
+
+
+class Addition(nn.Module):
+    """Sums the chunks of size ``chunk`` along a dimension (VGSL ``A<dim>,<chunk>``)."""
+
+    def __init__(self, dim: int, chunk: int) -> None:
+        super().__init__()
+        self.vgsl_dim = dim
+        self.dim = VGSL_DIMS[dim]
+        self.chunk = chunk
+
+    def out_shape(self, c: int, h: int) -> tuple[int, int]:
+        if self.dim == 1:
+            return self.chunk, h
+        if self.dim == 2:
+            return c, self.chunk
+        return c, h
+
+    def forward(self, x: torch.Tensor, seq_lens: Lens = None) -> tuple[torch.Tensor, Lens]:
+        parts = torch.split(x, self.chunk, dim=self.dim)
+        o = parts[0]
+        for p in parts[1:]:
+            if p.shape[self.dim] != self.chunk:
+                raise ValueError(f"addition layer: dimension {self.vgsl_dim} is not a multiple of {self.chunk}")
+            o = o + p
+        if self.dim == 3 and seq_lens is not None:
+            seq_lens = torch.clamp(seq_lens, max=self.chunk)
+        return o, seq_lens
+
+
+class Reshape(nn.Module):
+    """VGSL ``S<d>(<a>x<b>)<e>,<f>``: splits axis d into a x b, moves a part next to axis e/f and merges it."""
+
+    def __init__(self, src_dim: int, part_a: int, part_b: int, high: int, low: int) -> None:
+        super().__init__()
+        self.src_dim = VGSL_DIMS[src_dim]
+        self.part_a = part_a if part_a else -1
+        self.part_b = part_b if part_b else -1
+        self.high = VGSL_DIMS[high]
+        self.low = VGSL_DIMS[low]
+
+    def _plan(self) -> tuple[int, int]:
+        dest, src = self.low, self.src_dim
+        if self.high != src:
+            dest = self.high
+        else:
+            src += 1
+        return src, dest
+
+    def _apply(self, x: torch.Tensor) -> torch.Tensor:
+        shape = tuple(x.shape)
+        x = x.reshape(shape[: self.src_dim] + (self.part_a, self.part_b) + shape[self.src_dim + 1 :])
+        src, dest = self._plan()
+        # bubble axis ``src`` to position ``dest``, then merge it with the axis after it
+        perm = list(range(x.dim()))
+        step = 1 if dest > src else -1
+        for i in range(src, dest, step):
+            perm[i], perm[i + step] = perm[i + step], perm[i]
+        x = x.permute(perm)
+        s = tuple(x.shape)
+        return x.reshape(s[:dest] + (s[dest] * s[dest + 1],) + s[dest + 2 :])
+
+    def out_shape(self, c: int, h: int) -> tuple[int, int]:
+        probe = torch.zeros(1, c, h or 1, 8)
+        o = self._apply(probe)
+        return o.shape[1], (o.shape[2] if h else 0)
+
+    def forward(self, x: torch.Tensor, seq_lens: Lens = None) -> tuple[torch.Tensor, Lens]:
+        w = x.shape[3]
+        o = self._apply(x)
+        if seq_lens is not None and o.shape[3] != w:
+            seq_lens = (seq_lens.float() * (o.shape[3] / w)).long()
+        return o, seq_lens
+
+
+class TransposedSummarizingRNN(nn.Module):
+    """LSTM/GRU (``layer``) along W (``transpose=False``) or H, optionally keeping only the last step.
+
+    Reverse-only RNNs (``Lr``) run forward, as kraken's do, so that their weights give kraken's outputs.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        direction: str = "b",
+        transpose: bool = False,
+        summarize: bool = False,
+        cell: str = "L",
+    ) -> None:
+        super().__init__()
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.bidi = direction == "b"
+        self.direction = direction
+        self.transpose = transpose
+        self.summarize = summarize
+        self.cell = cell
+        self.output_size = 2 * hidden_size if self.bidi else hidden_size
+        cls = nn.GRU if cell == "G" else nn.LSTM
+        self.layer = cls(input_size, hidden_size, bidirectional=self.bidi, batch_first=True)
+
+    def out_shape(self, c: int, h: int) -> tuple[int, int]:
+        if self.transpose and self.summarize:
+            return self.output_size, 1
+        return self.output_size, h
+
+    def forward(self, x: torch.Tensor, seq_lens: Lens = None) -> tuple[torch.Tensor, Lens]:
+        n, c, h, w = x.shape
+        if self.transpose:
+            # every column is a sequence along H; padded columns are separate sequences, masked below
+            seq = x.permute(0, 3, 2, 1).reshape(n * w, h, c)
+            o, _ = self.layer(seq)
+            o = o.reshape(n, w, h, self.output_size)
+            if self.summarize:
+                o = o[:, :, -1:, :]
+            o = o.permute(0, 3, 2, 1)
+            return mask_frames(o.contiguous(), seq_lens), seq_lens
+        seq = x.permute(0, 2, 3, 1).reshape(n * h, w, c)
+        if seq_lens is not None:
+            lens = seq_lens.repeat_interleave(h).clamp(min=1, max=w).cpu()
+            packed = pack_padded_sequence(seq, lens, batch_first=True, enforce_sorted=False)
+            po, _ = self.layer(packed)
+            o, _ = pad_packed_sequence(po, batch_first=True, total_length=w)
+        else:
+            o, _ = self.layer(seq)
+        if self.summarize:
+            if seq_lens is not None:
+                idx = (lens - 1).to(o.device)
+                o = o[torch.arange(n * h, device=o.device), idx].unsqueeze(1)
+            else:
+                o = o[:, -1:, :]
+            seq_lens = None if seq_lens is None else torch.ones_like(seq_lens)
+        o = o.reshape(n, h, o.shape[1], self.output_size).permute(0, 3, 1, 2).contiguous()
+        return o, seq_lens
+
+
+class LinSoftmax(nn.Module):
+    """Linear projection over channels (``lin``) returning logits; ``augmentation`` appends a constant 1 input."""
+
+    def __init__(self, input_size: int, output_size: int, augmentation: bool = False) -> None:
+        super().__init__()
+        self.input_size = input_size
+        self.output_size = output_size
+        self.augmentation = augmentation
+        self.lin = nn.Linear(input_size + (1 if augmentation else 0), output_size)
+
+    def out_shape(self, c: int, h: int) -> tuple[int, int]:
+        return self.output_size, h
+
+    def forward(self, x: torch.Tensor, seq_lens: Lens = None) -> tuple[torch.Tensor, Lens]:
+        x = x.permute(0, 2, 3, 1)
+        if self.augmentation:
+            x = torch.cat([x, torch.ones_like(x[..., :1])], dim=-1)
+        o = self.lin(x).permute(0, 3, 1, 2)
+        return mask_frames(o, seq_lens), seq_lens
+
+    def resize(self, output_size: int, del_indices: set[int] | tuple[int, ...] = ()) -> None:
+        """Drops rows ``del_indices`` and grows/shrinks to ``output_size`` (new rows xavier, bias 0)."""
+        old_w, old_b = self.lin.weight.data, self.lin.bias.data
+        keep = [i for i in range(old_w.shape[0]) if i not in set(del_indices)]
+        w, b = old_w[keep], old_b[keep]
+        if output_size > w.shape[0]:
+            extra = torch.empty(output_size - w.shape[0], w.shape[1], dtype=w.dtype)
+            nn.init.xavier_uniform_(extra)
+            w = torch.cat([w, extra])
+            b = torch.cat([b, torch.zeros(output_size - b.shape[0], dtype=b.dtype)])
+        else:
+            w, b = w[:output_size], b[:output_size]
+        self.lin = nn.Linear(w.shape[1], output_size)
+        self.lin.weight.data.copy_(w)
+        self.lin.bias.data.copy_(b)
+        self.output_size = output_size
+
+
+class GroupNorm(nn.Module):
+    """Group normalisation (``layer``) in float32, with statistics over each line's valid frames only."""
+
+    def __init__(self, channels: int, groups: int) -> None:
+        super().__init__()
+        self.channels = channels
+        self.groups = groups
+        self.layer = nn.GroupNorm(groups, channels)
+
+    def out_shape(self, c: int, h: int) -> tuple[int, int]:
+        return c, h
+
+    def forward(self, x: torch.Tensor, seq_lens: Lens = None) -> tuple[torch.Tensor, Lens]:
+        dtype = x.dtype
+        xf = x.float()
+        if seq_lens is None:
+            o = F.group_norm(xf, self.groups, self.layer.weight.float(), self.layer.bias.float(), self.layer.eps)
+            return o.to(dtype), seq_lens
+        n, c, h, w = xf.shape
+        keep = (torch.arange(w, device=x.device)[None, :] < seq_lens.to(x.device)[:, None]).float()
+        keep = keep[:, None, None, None, :]
+        g = xf.reshape(n, self.groups, c // self.groups, h, w)
+        count = (keep.sum(dim=(2, 3, 4), keepdim=True) * (c // self.groups) * h).clamp(min=1)
+        mean = (g * keep).sum(dim=(2, 3, 4), keepdim=True) / count
+        var = (((g - mean) * keep) ** 2).sum(dim=(2, 3, 4), keepdim=True) / count
+        g = (g - mean) / torch.sqrt(var + self.layer.eps)
+        o = g.reshape(n, c, h, w) * self.layer.weight.float()[None, :, None, None]
+        o = o + self.layer.bias.float()[None, :, None, None]
+        return mask_frames(o, seq_lens).to(dtype), seq_lens
+
+
+class Series(nn.Sequential):
+    """Layers applied in order; indexable and sliceable, so a prefix or suffix of the network can run alone."""
+
+    def out_shape(self, c: int, h: int) -> tuple[int, int]:
+        for m in self:
+            c, h = m.out_shape(c, h)
+        return c, h
+
+    def forward(self, x: torch.Tensor, seq_lens: Lens = None) -> tuple[torch.Tensor, Lens]:  # type: ignore[override]
+        for m in self:
+            x, seq_lens = m(x, seq_lens)
+        return x, seq_lens
+
+
+class Parallel(nn.Module):
+    """Runs children on the same input and concatenates their outputs on C (heights and widths must agree)."""
+
+    def __init__(self, children: list[tuple[str, nn.Module]]) -> None:
+        super().__init__()
+        for name, m in children:
+            self.add_module(name, m)
+
+    def out_shape(self, c: int, h: int) -> tuple[int, int]:
+        shapes = [m.out_shape(c, h) for m in self.children()]  # type: ignore[operator]
+        if len({s[1] for s in shapes}) != 1:
+            raise ValueError(f"parallel block outputs differ in height: {shapes}")
+        return sum(s[0] for s in shapes), shapes[0][1]
+
+    def forward(self, x: torch.Tensor, seq_lens: Lens = None) -> tuple[torch.Tensor, Lens]:
+        outs = [m(x, seq_lens) for m in self.children()]
+        if len({o.shape[2:] for o, _ in outs}) != 1:
+            raise ValueError("parallel block outputs differ in height or width")
+        return torch.cat([o for o, _ in outs], dim=1), outs[0][1]
