@@ -11,6 +11,7 @@ Usage (from the repository root; the script re-executes itself in the kraken ven
     python bench/make_fixtures.py predictions      # tests/fixtures/kraken_predictions.json
     python bench/make_fixtures.py texts            # tests/fixtures/kraken_texts.json
     python bench/make_fixtures.py counts           # tests/fixtures/kraken_compile_counts.json
+    python bench/make_fixtures.py sizes            # only the cremma first-20 line sizes in kraken_compile_counts.json
     python bench/make_fixtures.py report           # tests/fixtures/kraken_test_report.txt (+ .json timing)
 
 How each fixture is made:
@@ -305,7 +306,6 @@ def make_counts() -> None:
     for ds in ("froc_mss", "openiti_arabic"):
         for split in ("train", "val", "test"):
             plan.append((ds, split, "path"))
-    first20 = None
     for ds, split, fmt in plan:
         cwd = DATA / ds
         out = ARROW_DIR / f"{ds}_{split}_{fmt}.arrow"
@@ -319,9 +319,6 @@ def make_counts() -> None:
                        lines_per_s=round(len(rows) / dt, 2), arrow_type=meta["type"], im_mode=meta.get("im_mode"),
                        legacy_polygons=meta.get("legacy_polygons"), alphabet_size=len(meta["alphabet"]),
                        summary=_last_lines(cp.stdout + cp.stderr))
-            if ds == "cremma_medieval" and split == "test" and fmt == "alto":
-                first20 = [list(_png_size(r["im"])) for r in rows[:20]]
-                first20_text = [r["text"] for r in rows[:20]]
         except Exception as e:
             rec["error"] = str(e)[-2000:]
         print(json.dumps({k: v for k, v in rec.items() if k != "summary"}), file=sys.stderr)
@@ -330,9 +327,27 @@ def make_counts() -> None:
         "_meta": _meta(how="`ketos --device cpu --workers 2 --threads 2 compile -f FMT -o OUT -F splits/SPLIT.lst` "
                            "run in the dataset folder; lines = rows in the written .arrow. seconds = wall time of "
                            "the whole command (incl. ~startup) on a shared 2-core machine."),
-        "compiles": results,
-        "cremma_test_alto_first20_image_sizes": first20,
-        "cremma_test_alto_first20_texts": first20_text if first20 else None})
+        "compiles": results})
+    make_sizes()
+
+
+def make_sizes() -> None:
+    """Line-image sizes of the first 20 lines of the cremma_medieval test split, from a 1-worker compile
+    (with several workers kraken writes pages in completion order, so row order is not deterministic)."""
+    cm = DATA / "cremma_medieval"
+    out = ARROW_DIR / "cremma_medieval_test_alto_w1.arrow"
+    _ketos(["compile", "-f", "alto", "-o", str(out), "-F", "splits/test.lst"], cwd=cm, workers=1)
+    _, rows = _read_arrow(out)
+    p = FIXTURES / "kraken_compile_counts.json"
+    d = json.loads(p.read_text(encoding="utf-8"))
+    d["cremma_test_alto_first20"] = {
+        "how": "`ketos --workers 1 compile -f alto -F splits/test.lst` (cwd cremma_medieval); rows 0-19 in file "
+               "order = manifest order, document order; [text, width, height] of kraken's line PNG",
+        "lines": [[r["text"], *_png_size(r["im"])] for r in rows[:20]],
+        "total_lines": len(rows)}
+    d.pop("cremma_test_alto_first20_image_sizes", None)
+    d.pop("cremma_test_alto_first20_texts", None)
+    _write_json("kraken_compile_counts.json", d)
 
 
 def _last_lines(s: str, n: int = 6) -> list[str]:
@@ -350,7 +365,11 @@ def make_report() -> None:
     args = ["test", "-f", "path", "-u", "NFD", "-m", "model_froc.mlmodel", "-e", "published_split/test.lst"]
     cp, dt = _ketos(args, cwd=froc, workers=1)
     FIXTURES.mkdir(parents=True, exist_ok=True)
-    (FIXTURES / "kraken_test_report.txt").write_text(cp.stdout, encoding="utf-8")
+    WORK.mkdir(parents=True, exist_ok=True)
+    (WORK / "kraken_test_stdout_full.txt").write_text(cp.stdout + "\n--- stderr ---\n" + cp.stderr, encoding="utf-8")
+    # keep the report itself (progress bar and time-stamped log lines dropped: they change on every run)
+    i = cp.stdout.find("=== report")
+    (FIXTURES / "kraken_test_report.txt").write_text(cp.stdout[i:] if i >= 0 else cp.stdout, encoding="utf-8")
     _write_json("kraken_test_report.json", {
         "_meta": _meta(how="ketos --device cpu --workers 1 --threads 2 " + " ".join(args) +
                            " (cwd ../shared/data/froc_mss); stdout saved in kraken_test_report.txt"),
@@ -362,14 +381,15 @@ def make_report() -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("what", nargs="*", default=["all"],
-                    choices=["all", "predictions", "texts", "counts", "report"])
+                    choices=["all", "predictions", "texts", "counts", "sizes", "report"])
     a = ap.parse_args()
     _ensure_kraken_venv()
     what = a.what
     if "all" in what:
         what = ["predictions", "texts", "report", "counts"]
     for w in what:
-        {"predictions": make_predictions, "texts": make_texts, "counts": make_counts, "report": make_report}[w]()
+        {"predictions": make_predictions, "texts": make_texts, "counts": make_counts, "sizes": make_sizes,
+         "report": make_report}[w]()
 
 
 if __name__ == "__main__":

@@ -222,8 +222,16 @@ class Tally:
     def merge(self, other: Tally) -> Tally:
         """Add ``other``'s counts to this tally (in place) and return it."""
         for name in (
-            "lines_seen", "chars", "errors", "ci_chars", "ci_errors", "words", "word_errors",
-            "insertions", "deletions", "substitutions",
+            "lines_seen",
+            "chars",
+            "errors",
+            "ci_chars",
+            "ci_errors",
+            "words",
+            "word_errors",
+            "insertions",
+            "deletions",
+            "substitutions",
         ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.char_counts.update(other.char_counts)

@@ -29,10 +29,10 @@ def printable(char: str) -> str:
     if len(char) > 1:
         return "".join(printable(c) if unicodedata.category(c)[0] == "C" else c for c in char)
     cat = unicodedata.category(char)
+    if cat[0] == "C":  # controls (tab and newline included) have no Unicode name
+        return f"0x{ord(char):x}"
     if cat in ("Mn", "Mc", "Me") or cat[0] == "Z" or char.isspace():
         return unicodedata.name(char, f"U+{ord(char):04X}")
-    if cat[0] == "C":
-        return f"0x{ord(char):x}"
     return char
 
 
@@ -81,12 +81,9 @@ def to_json(result: EvaluationResult) -> dict[str, Any]:
         "settings": result.settings,
         "summary": t.summary(),
         "scripts": [
-            {"script": r.script, "count": r.count, "errors": r.errors, "accuracy": r.accuracy}
-            for r in t.scripts()
+            {"script": r.script, "count": r.count, "errors": r.errors, "accuracy": r.accuracy} for r in t.scripts()
         ],
-        "confusions": [
-            {"reference": ref, "prediction": pred, "count": n} for (ref, pred), n in t.top_confusions()
-        ],
+        "confusions": [{"reference": ref, "prediction": pred, "count": n} for (ref, pred), n in t.top_confusions()],
         "unencodable": dict(sorted(result.unencodable.items(), key=lambda kv: (-kv[1], kv[0]))),
         "unencodable_lines": result.unencodable_lines,
         "skipped": [str(s) for s in result.skipped],

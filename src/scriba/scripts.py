@@ -19,6 +19,7 @@ from functools import lru_cache
 UNKNOWN = "Unknown"
 
 # (first, last, script), inclusive, sorted by first code point and non-overlapping.
+# fmt: off
 _RANGES: tuple[tuple[int, int, str], ...] = (
     (0x0000, 0x0040, "Common"), (0x0041, 0x005A, "Latin"), (0x005B, 0x0060, "Common"),
     (0x0061, 0x007A, "Latin"), (0x007B, 0x00A9, "Common"), (0x00AA, 0x00AA, "Latin"),
@@ -122,6 +123,7 @@ _RANGES: tuple[tuple[int, int, str], ...] = (
     (0x1F000, 0x1FBFF, "Common"), (0x20000, 0x2FA1F, "Han"), (0x30000, 0x323AF, "Han"),
     (0xE0001, 0xE007F, "Common"), (0xE0100, 0xE01EF, "Inherited"),
 )
+# fmt: on
 
 _STARTS = [r[0] for r in _RANGES]
 

@@ -1,0 +1,374 @@
+"""Line images out of pages, the way kraken cuts them.
+
+Baseline lines: the polygon's bounding box is cropped, everything outside the polygon set to 0 (black),
+then the line is straightened along its baseline (a rotation for a 2-point baseline, otherwise a PIL
+``Image.MESH`` warp over the baseline's envelope, or with ``legacy_polygons`` a piecewise-affine warp over a
+triangulation of baseline and polygon points as kraken < 5 did) and cropped to its non-zero content.
+Bounding-box lines are plain crops, rotated for vertical text. Bitonal pages are read as mode '1' and
+sampled with nearest neighbour so that they stay bitonal.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import MutableMapping
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
+
+from scriba.data.records import LineRecord
+from scriba.errors import InputError
+
+MIN_BASELINE_LENGTH = 5.0
+# A miter joint is stretched by 1/cos(half the turn); beyond this factor (turns over ~120 degrees) the
+# envelope would fold, so the offset is capped.
+_MAX_MITER = 2.0
+
+Image.MAX_IMAGE_PIXELS = 20000**2
+
+
+class LineError(InputError):
+    """A line that cannot be extracted; ``reason`` is the bare cause (for counting skips by reason)."""
+
+    def __init__(self, reason: str, *, path: str | None = None, element: str | None = None):
+        self.reason = reason
+        super().__init__(reason, path=path, element=element)
+
+
+def is_bitonal(im: Image.Image) -> bool:
+    """Exactly two distinct pixel values (kraken's test)."""
+    if im.mode == "1":
+        return True
+    colors = im.getcolors(2)
+    return colors is not None and len(colors) == 2
+
+
+def _normalize_mode(im: Image.Image) -> Image.Image:
+    if im.mode in ("1", "L", "RGB"):
+        return im
+    if im.mode in ("LA", "I", "I;16", "I;16B", "I;16L", "F"):
+        if im.mode in ("I", "I;16", "I;16B", "I;16L") and im.getextrema()[1] > 255:
+            im = im.point(lambda v: v / 256)
+        return im.convert("L")
+    if im.mode == "P":
+        rgb = im.convert("RGB")
+        return rgb.convert("L") if _is_grey(rgb) else rgb
+    return im.convert("RGB")
+
+
+def _is_grey(im: Image.Image) -> bool:
+    r, g, b = im.split()
+    return r.tobytes() == g.tobytes() == b.tobytes()
+
+
+def open_page(path: str, data: bytes | None = None) -> Image.Image:
+    """Open a page (or line) image: EXIF orientation applied, bitonal images as mode '1', else 'L'/'RGB'.
+
+    The pixels are decoded here, once, so that cutting many lines does not decode the file again.
+    ``data`` is the file's content when the caller has already read it.
+    """
+    try:
+        with Image.open(io.BytesIO(data) if data is not None else path) as raw:
+            im = ImageOps.exif_transpose(raw)
+            im.load()
+    except FileNotFoundError:
+        raise InputError("image file not found", path=path) from None
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+        raise InputError(f"image cannot be read: {e}", path=path) from None
+    im = _normalize_mode(im)
+    if im.mode != "1" and is_bitonal(im):
+        im = im.convert("1")
+    return im
+
+
+def extract_line(page: Image.Image, record: LineRecord, legacy_polygons: bool = False) -> Image.Image:
+    """The line image of ``record`` cut from ``page`` (opened with :func:`open_page`).
+
+    Raises :class:`LineError` (an :class:`InputError`) naming the file and line id when the line cannot be cut.
+    """
+    where = {"path": record.image or record.source, "element": record.id}
+    if record.kind == "baselines" and record.baseline is not None:
+        if not record.boundary or len(record.boundary) < 3:
+            raise LineError("no boundary polygon", **where)
+        return _polygon_line(page, record, legacy_polygons, where)
+    if record.bbox is None:
+        return page.rotate(90, expand=True) if record.vertical else page
+    x0, y0, x1, y1 = (int(v) for v in record.bbox)
+    x0, y0 = max(x0, 0), max(y0, 0)
+    x1, y1 = min(x1, page.width), min(y1, page.height)
+    if x1 <= x0 or y1 <= y0:
+        raise LineError("bounding box outside the image", **where)
+    line = page.crop((x0, y0, x1, y1))
+    return line.rotate(90, expand=True) if record.vertical else line
+
+
+def load_line_image(
+    record: LineRecord,
+    legacy_polygons: bool = False,
+    page_cache: MutableMapping[str, Image.Image] | None = None,
+) -> Image.Image:
+    """Any record to its line image: decoded ``image_bytes``, the whole image (path format), or a cut line."""
+    if record.image_bytes is not None:
+        try:
+            im = Image.open(io.BytesIO(record.image_bytes))
+            im.load()
+        except Exception as e:
+            raise LineError(
+                f"stored line image cannot be decoded: {e}", path=record.source, element=record.id
+            ) from None
+        return im
+    if record.image is None:
+        raise LineError("record has no image", path=record.source, element=record.id)
+    page = page_cache.get(record.image) if page_cache is not None else None
+    if page is None:
+        page = open_page(record.image)
+        if page_cache is not None:
+            page_cache[record.image] = page
+    return extract_line(page, record, legacy_polygons)
+
+
+def _polygon_line(page: Image.Image, record: LineRecord, legacy: bool, where: dict) -> Image.Image:
+    resample = Image.Resampling.BILINEAR
+    if page.mode == "1":
+        page = page.convert("L")
+        resample = Image.Resampling.NEAREST
+    polygon = np.asarray(record.boundary, dtype=np.float64)
+    baseline = _dedupe(np.asarray(record.baseline, dtype=np.float64))
+    if len(baseline) < 2 or np.linalg.norm(np.diff(baseline, axis=0), axis=1).sum() < MIN_BASELINE_LENGTH:
+        raise LineError("baseline shorter than 5px", **where)
+    if (polygon < 0).any() or (polygon[:, 0] >= page.width).any() or (polygon[:, 1] >= page.height).any():
+        raise LineError("polygon outside the image", **where)
+    x0, y0 = (int(v) for v in polygon.min(axis=0))
+    x1, y1 = (int(v) for v in polygon.max(axis=0))
+    patch = page.crop((x0, y0, x1 + 1, y1 + 1))
+    origin = np.array([x0, y0], dtype=np.float64)
+    polygon = polygon - origin
+    baseline = baseline - origin
+    mask = Image.new("L", patch.size, 0)
+    ImageDraw.Draw(mask).polygon([tuple(p) for p in polygon.tolist()], fill=255, outline=255)
+    patch = Image.composite(patch, Image.new(patch.mode, patch.size, 0), mask)
+
+    if len(baseline) == 2:
+        d = baseline[1] - baseline[0]
+        line = patch.rotate(math.degrees(math.atan2(d[1], d[0])), resample=resample, expand=True, fillcolor=0)
+    elif legacy:
+        line = _piecewise_affine_line(patch, baseline, polygon, resample == Image.Resampling.NEAREST)
+    else:
+        line = _mesh_line(patch, baseline, polygon, resample)
+    box = line.getbbox()
+    if box is None:
+        raise LineError("line image is empty (polygon has no area)", **where)
+    return line.crop(box)
+
+
+def _dedupe(points: np.ndarray) -> np.ndarray:
+    keep = np.ones(len(points), dtype=bool)
+    keep[1:] = np.linalg.norm(np.diff(points, axis=0), axis=1) > 1e-9
+    return points[keep]
+
+
+def _project(points: np.ndarray, baseline: np.ndarray, extend_ends: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Arc position along the baseline, signed distance (positive = below) and segment of each point."""
+    starts = baseline[:-1]
+    seg = np.diff(baseline, axis=0)
+    lengths = np.linalg.norm(seg, axis=1)
+    unit = seg / lengths[:, None]
+    normal = np.stack([-unit[:, 1], unit[:, 0]], axis=1)
+    rel = points[:, None, :] - starts[None, :, :]
+    t = np.einsum("pkc,kc->pk", rel, unit)
+    lo = np.zeros_like(lengths)
+    hi = lengths.copy()
+    if extend_ends:
+        # Points before the first or after the last vertex are measured along the end segments' lines.
+        lo[0] = -np.inf
+        hi[-1] = np.inf
+    tc = np.clip(t, lo, hi)
+    foot = starts[None] + tc[..., None] * unit[None]
+    dist = np.linalg.norm(points[:, None, :] - foot, axis=2)
+    best = dist.argmin(axis=1)
+    rows = np.arange(len(points))
+    cum = np.concatenate([[0.0], np.cumsum(lengths)])
+    arc = cum[best] + tc[rows, best]
+    side = np.einsum("pc,pc->p", rel[rows, best], normal[best])
+    return arc, side, best
+
+
+def _mesh_line(patch: Image.Image, baseline: np.ndarray, polygon: np.ndarray, resample: int) -> Image.Image:
+    seg = np.diff(baseline, axis=0)
+    lengths = np.linalg.norm(seg, axis=1)
+    unit = seg / lengths[:, None]
+    normals = np.stack([-unit[:, 1], unit[:, 0]], axis=1)
+    cum = np.concatenate([[0.0], np.cumsum(lengths)])
+    arc, side, _ = _project(polygon, baseline, extend_ends=True)
+    above = max(0.0, float(-side.min()))
+    below = max(0.0, float(side.max()))
+    start = min(0.0, float(arc.min()))
+    end = max(float(cum[-1]), float(arc.max()))
+    height = max(1, int(math.ceil(above + below)) + 1)
+    width = max(1, int(math.ceil(end - start)) + 1)
+
+    # Columns of the output grid: both ends, and one at every baseline vertex (the joints).
+    columns = [(0, baseline[0] + unit[0] * start, normals[0])]
+    for k in range(1, len(baseline) - 1):
+        x = int(round(cum[k] - start))
+        miter = normals[k - 1] + normals[k]
+        norm = np.linalg.norm(miter)
+        if norm < 1e-6:
+            miter = normals[k]
+        else:
+            miter = miter / norm
+            miter = miter * min(_MAX_MITER, 1.0 / max(float(miter @ normals[k]), 1e-6))
+        # The vertex is moved to where the rounded column lies on the baseline, so no column is off by a pixel.
+        shift = (x + start) - cum[k]
+        seg_k = k if shift >= 0 else k - 1
+        point = baseline[k] + unit[seg_k] * shift
+        if columns[-1][0] < x < width:
+            columns.append((x, point, miter))
+    columns.append((width, baseline[-1] + unit[-1] * (start + width - cum[-1]), normals[-1]))
+
+    mesh = []
+    for (xa, pa, na), (xb, pb, nb) in zip(columns, columns[1:]):
+        ul = pa - na * above
+        ll = pa + na * (height - above)
+        lr = pb + nb * (height - above)
+        ur = pb - nb * above
+        mesh.append(((xa, 0, xb, height), (*ul, *ll, *lr, *ur)))
+    return patch.transform((width, height), Image.Transform.MESH, mesh, resample=resample, fillcolor=0)
+
+
+# Legacy extractor ----------------------------------------------------------------------------------------
+
+
+def _simplify(points: np.ndarray, tolerance: float) -> np.ndarray:
+    """Douglas-Peucker simplification (endpoints kept)."""
+    if len(points) < 3:
+        return points
+    keep = np.zeros(len(points), dtype=bool)
+    keep[0] = keep[-1] = True
+    stack = [(0, len(points) - 1)]
+    while stack:
+        a, b = stack.pop()
+        if b <= a + 1:
+            continue
+        seg = points[b] - points[a]
+        rel = points[a + 1 : b] - points[a]
+        n = np.linalg.norm(seg)
+        d = np.abs(seg[0] * rel[:, 1] - seg[1] * rel[:, 0]) / n if n > 0 else np.linalg.norm(rel, axis=1)
+        i = int(d.argmax())
+        if d[i] > tolerance:
+            keep[a + 1 + i] = True
+            stack += [(a, a + 1 + i), (a + 1 + i, b)]
+    return points[keep]
+
+
+def _subdivide(points: np.ndarray) -> np.ndarray:
+    """One step of quadratic B-spline (Chaikin) subdivision keeping both ends."""
+    if len(points) < 3:
+        return points
+    a, b = points[:-1], points[1:]
+    cut = np.empty((2 * len(a), 2))
+    cut[0::2] = 0.75 * a + 0.25 * b
+    cut[1::2] = 0.25 * a + 0.75 * b
+    return np.concatenate([points[:1], cut[1:-1], points[-1:]])
+
+
+def _delaunay(points: np.ndarray) -> np.ndarray:
+    """Bowyer-Watson triangulation; (T, 3) vertex indices into ``points``."""
+    n = len(points)
+    lo, hi = points.min(axis=0), points.max(axis=0)
+    span = max(float((hi - lo).max()), 1.0) * 20
+    mid = (lo + hi) / 2
+    pts = np.concatenate([points, [mid + (-span, -span), mid + (span, -span), mid + (0, span)]])
+    tris = np.array([[n, n + 1, n + 2]])
+    for i in range(n):
+        p = pts[i]
+        a, b, c = pts[tris[:, 0]], pts[tris[:, 1]], pts[tris[:, 2]]
+        # In-circumcircle test via the sign-corrected incircle determinant.
+        ad, bd, cd = a - p, b - p, c - p
+        det = (
+            (ad[:, 0] ** 2 + ad[:, 1] ** 2) * (bd[:, 0] * cd[:, 1] - cd[:, 0] * bd[:, 1])
+            - (bd[:, 0] ** 2 + bd[:, 1] ** 2) * (ad[:, 0] * cd[:, 1] - cd[:, 0] * ad[:, 1])
+            + (cd[:, 0] ** 2 + cd[:, 1] ** 2) * (ad[:, 0] * bd[:, 1] - bd[:, 0] * ad[:, 1])
+        )
+        orient = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
+        bad = det * np.sign(orient) > 0
+        edges: dict[tuple[int, int], int] = {}
+        for tri in tris[bad]:
+            for e in ((tri[0], tri[1]), (tri[1], tri[2]), (tri[2], tri[0])):
+                key = (min(e), max(e))
+                edges[key] = edges.get(key, 0) + 1
+        boundary = [e for e, count in edges.items() if count == 1]
+        new = np.array([[e[0], e[1], i] for e in boundary], dtype=np.int64).reshape(-1, 3)
+        tris = np.concatenate([tris[~bad], new])
+    return tris[(tris < n).all(axis=1)]
+
+
+def _piecewise_affine_line(patch: Image.Image, baseline: np.ndarray, polygon: np.ndarray, nearest: bool) -> Image.Image:
+    if len(polygon) > 50:
+        polygon = _simplify(polygon, 2.0)
+    polygon = _subdivide(polygon)
+    arc, _, seg_idx = _project(polygon, baseline, extend_ends=False)
+    # Distance to the nearest baseline point with the side of that segment (kraken < 5's rectification).
+    seg = np.diff(baseline, axis=0)
+    lengths = np.linalg.norm(seg, axis=1)
+    cum = np.concatenate([[0.0], np.cumsum(lengths)])
+    foot = baseline[seg_idx] + (arc - cum[seg_idx])[:, None] * (seg[seg_idx] / lengths[seg_idx, None])
+    rel = polygon - baseline[seg_idx]
+    side = np.sign(seg[seg_idx, 0] * rel[:, 1] - seg[seg_idx, 1] * rel[:, 0])
+    perp = side * np.linalg.norm(polygon - foot, axis=1)
+
+    src = np.concatenate([baseline, polygon])
+    dst = baseline[0] + np.concatenate([np.stack([cum, np.zeros_like(cum)], 1), np.stack([arc, perp], 1)])
+    dst_min = np.floor(dst.min(axis=0))
+    out_w, out_h = (np.floor(dst.max(axis=0)) - dst_min + 1).astype(int)
+    dst = dst - dst_min
+    _, first = np.unique(np.round(dst, 6), axis=0, return_index=True)
+    first = np.sort(first)
+    src, dst = src[first], dst[first]
+
+    arr = np.asarray(patch, dtype=np.float32)
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    out = np.zeros((out_h, out_w, arr.shape[2]), dtype=np.float32)
+    h, w = arr.shape[:2]
+    for tri in _delaunay(dst):
+        d, s = dst[tri], src[tri]
+        mat = np.array([[d[1, 0] - d[0, 0], d[2, 0] - d[0, 0]], [d[1, 1] - d[0, 1], d[2, 1] - d[0, 1]]])
+        if abs(np.linalg.det(mat)) < 1e-9:
+            continue
+        inv = np.linalg.inv(mat)
+        xa, ya = np.floor(d.min(axis=0)).astype(int)
+        xb, yb = np.ceil(d.max(axis=0)).astype(int)
+        xa, ya, xb, yb = max(xa, 0), max(ya, 0), min(xb, out_w - 1), min(yb, out_h - 1)
+        if xb < xa or yb < ya:
+            continue
+        gy, gx = np.mgrid[ya : yb + 1, xa : xb + 1]
+        uv = np.einsum("ij,jpq->ipq", inv, np.stack([gx - d[0, 0], gy - d[0, 1]]))
+        inside = (uv[0] >= -1e-6) & (uv[1] >= -1e-6) & (uv[0] + uv[1] <= 1 + 1e-6)
+        if not inside.any():
+            continue
+        u, v = uv[0][inside], uv[1][inside]
+        sx = s[0, 0] + u * (s[1, 0] - s[0, 0]) + v * (s[2, 0] - s[0, 0])
+        sy = s[0, 1] + u * (s[1, 1] - s[0, 1]) + v * (s[2, 1] - s[0, 1])
+        out[gy[inside], gx[inside]] = _sample(arr, sx, sy, h, w, nearest)
+    out = np.clip(out, 0, 255).astype(np.uint8)
+    return Image.fromarray(out[..., 0] if out.shape[2] == 1 else out, mode=patch.mode)
+
+
+def _sample(arr: np.ndarray, sx: np.ndarray, sy: np.ndarray, h: int, w: int, nearest: bool) -> np.ndarray:
+    """Pixel values at fractional positions (pixel centres on integers); 0 outside the patch."""
+    if nearest:
+        xi, yi = np.rint(sx).astype(int), np.rint(sy).astype(int)
+        ok = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
+        res = np.zeros((len(sx), arr.shape[2]), dtype=np.float32)
+        res[ok] = arr[yi[ok], xi[ok]]
+        return res
+    x0, y0 = np.floor(sx).astype(int), np.floor(sy).astype(int)
+    fx, fy = (sx - x0)[:, None], (sy - y0)[:, None]
+    res = np.zeros((len(sx), arr.shape[2]), dtype=np.float32)
+    for dx, dy, wgt in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
+        xi, yi = x0 + dx, y0 + dy
+        ok = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
+        res[ok] += wgt[ok] * arr[yi[ok], xi[ok]]
+    return res

@@ -1,0 +1,136 @@
+"""Progress display: a rich bar on a terminal, one summary line per epoch elsewhere (logs, clusters)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import EarlyStopping
+
+logger = logging.getLogger(__name__)
+
+
+def _metric(trainer: L.Trainer, name: str) -> float | None:
+    v = trainer.callback_metrics.get(name)
+    return None if v is None else float(v)
+
+
+class ProgressReporter(L.Callback):
+    """Throughput (lines/s), loss, validation accuracy and the early-stopping counter.
+
+    ``rich=None`` picks the bar when stderr is a terminal. Without the bar, each epoch ends with one line:
+    ``epoch 3  train_loss 1.234  val_accuracy 0.9512  val_word_accuracy 0.8011  lr 1e-03  412.3 lines/s
+    early stopping 2/10``.
+    """
+
+    def __init__(self, rich: bool | None = None, metrics: tuple[str, ...] = ("val_accuracy", "val_word_accuracy"),
+                 loss: str = "train_loss") -> None:
+        self.use_rich = sys.stderr.isatty() if rich is None else rich
+        self.metrics = metrics
+        self.loss = loss
+        self._progress: Any = None
+        self._task: Any = None
+        self._lines = 0
+        self._train_time = 0.0
+        self._t0: float | None = None
+        self.lines_per_second: list[float] = []
+
+    # -- helpers -----------------------------------------------------------------------------------------------
+
+    def _early_stopping(self, trainer: L.Trainer) -> str:
+        for cb in trainer.callbacks:  # type: ignore[attr-defined]
+            if isinstance(cb, EarlyStopping):
+                return f"{cb.wait_count}/{cb.patience}"
+        return "-"
+
+    def _rate(self) -> float:
+        return self._lines / self._train_time if self._train_time > 0 else 0.0
+
+    def _fields(self, trainer: L.Trainer) -> dict[str, str]:
+        loss = _metric(trainer, self.loss)
+        acc = _metric(trainer, self.metrics[0]) if self.metrics else None
+        return {
+            "rate": f"{self._rate():.1f} lines/s",
+            "loss": "-" if loss is None else f"{loss:.3f}",
+            "acc": "-" if acc is None else f"{acc:.4f}",
+            "es": self._early_stopping(trainer),
+        }
+
+    # -- hooks -------------------------------------------------------------------------------------------------
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self.use_rich:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[rate]}  loss {task.fields[loss]}  val acc {task.fields[acc]}  "
+                       "early stop {task.fields[es]}"),
+            transient=False,
+        )
+        self._progress.start()
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._lines = 0
+        self._train_time = 0.0
+        if self._progress is not None:
+            total = trainer.num_training_batches
+            total = total if isinstance(total, int) else None
+            done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+            self._task = self._progress.add_task(
+                f"epoch {trainer.current_epoch}", total=total, completed=done, **self._fields(trainer)
+            )
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        self._t0 = time.perf_counter()
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if self._t0 is not None:
+            self._train_time += time.perf_counter() - self._t0
+            self._t0 = None
+        if batch is not None:
+            self._lines += len(batch["seq_lens"])
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, advance=1, **self._fields(trainer))
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, **self._fields(trainer))
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.lines_per_second.append(self._rate())
+        if self._progress is not None:
+            if self._task is not None:
+                self._progress.update(self._task, **self._fields(trainer))
+            return
+        parts = [f"epoch {trainer.current_epoch}"]
+        for name in (self.loss, *self.metrics):
+            v = _metric(trainer, name)
+            if v is not None:
+                parts.append(f"{name} {v:.4f}")
+        lr = _metric(trainer, "lr")
+        if lr is not None:
+            parts.append(f"lr {lr:.2e}")
+        parts.append(f"{self._rate():.1f} lines/s")
+        parts.append(f"early stopping {self._early_stopping(trainer)}")
+        print("  ".join(parts), file=sys.stderr, flush=True)
+
+    def _stop(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._stop()
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._stop()
