@@ -172,3 +172,30 @@ def test_cremma_throughput(shared_data: Path, tmp_path: Path) -> None:
         started = time.perf_counter()
         summary, _ = _compile(tmp_path, f"w{workers}.arrow", ground_truth=pages, workers=workers)
         print(f"workers={workers}: {summary.lines_written / (time.perf_counter() - started):.0f} lines/s")
+
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+
+
+def _kraken_reference(name: str) -> dict:
+    path = FIXTURES / name
+    if not path.exists():
+        pytest.skip(f"{path} not generated (bench/make_fixtures.py)")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize(
+    "set_name", ["kraken_0074_lite", "kraken_0074", "kraken_merge_0014", "cremma_test_page1", "openiti_arabic_test20"]
+)
+def test_same_lines_texts_and_sizes_as_kraken(shared_data: Path, tmp_path: Path, set_name: str) -> None:
+    """kraken 7.1.1's own compile of the same inputs: same rows, same raw text, line images within 3 px."""
+    ref = _kraken_reference("kraken_texts.json")["sets"][set_name]
+    inputs = [str(shared_data / p) for p in ref["inputs"]]
+    summary, ds = _compile(tmp_path, ground_truth=inputs, format_type=ref["format"])
+    kept = [line for line in ref["lines"] if line["compiled"]]
+    assert summary.lines_written == ref["n_compiled"] == len(kept)
+    assert ds.texts() == [line["raw"] for line in kept]
+    assert ds.metadata["type"] == ref["arrow_type"]
+    for i, line in enumerate(kept):
+        w, h = Image.open(io.BytesIO(ds.image_bytes(i))).size
+        assert abs(w - line["image_size"][0]) <= 3 and abs(h - line["image_size"][1]) <= 8, (line["line_id"], w, h)

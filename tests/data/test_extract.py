@@ -178,3 +178,13 @@ def test_load_line_image_with_cache_and_bytes(kraken_data: Path) -> None:
     stored.image_bytes = b"garbage"
     with pytest.raises(LineError, match="cannot be decoded"):
         load_line_image(stored)
+
+
+def test_hook_at_baseline_end_does_not_twist_the_line() -> None:
+    # eScriptorium baselines often end in a few-pixel hook; the line must stay straight (as in kraken).
+    baseline = [(20.0, 120.0), (370.0, 115.0), (369.0, 108.0)]
+    page, rec = _band_page(baseline[:2])
+    rec.baseline = baseline
+    line = extract_line(page, rec)
+    assert abs(line.width - 351) < 6
+    assert _band_rows(line).std() < 1.5

@@ -102,3 +102,31 @@ def test_gradients_reach_every_part() -> None:
     out.loss.backward()
     for p in [*feats[0].parameters(), *enc[0].parameters(), *mask.parameters()]:
         assert p.grad is not None and p.grad.abs().sum() > 0
+
+
+def test_logits_match_a_direct_computation_over_several_lines() -> None:
+    from scriba.pretrain.masking import compute_mask, sample_negatives
+
+    g = torch.Generator().manual_seed(4)
+    mask = compute_mask(torch.tensor([40, 25, 3, 0, 31]), 40, 2, 0.5, g)
+    neg_idx, valid = sample_negatives(mask, 6, g)
+    m = int(mask.sum())
+    ctx, tgt = torch.randn(m, 5, generator=g), torch.randn(m, 5, generator=g)
+    got = contrastive_logits(ctx, tgt, neg_idx, 0.1, mask.sum(1))
+    cand = torch.cat([tgt[:, None], tgt[neg_idx]], dim=1)
+    want = torch.nn.functional.cosine_similarity(ctx[:, None], cand, dim=-1) / 0.1
+    assert got.shape == (m, 7)
+    assert torch.allclose(got[valid], want[valid], atol=1e-5)
+
+
+def test_logits_backpropagate_to_context_and_targets() -> None:
+    ctx = torch.randn(6, 4, requires_grad=True)
+    tgt = torch.randn(6, 4, requires_grad=True)
+    neg = torch.tensor([[1, 2], [0, 2], [1, 0], [4, 5], [3, 5], [3, 4]])
+    loss = contrastive_loss(
+        contrastive_logits(ctx, tgt, neg, 0.1, torch.tensor([3, 3])), torch.ones(6, dtype=torch.bool)
+    )
+    assert loss is not None
+    loss.backward()
+    assert ctx.grad is not None and tgt.grad is not None
+    assert ctx.grad.abs().sum() > 0 and tgt.grad.abs().sum() > 0

@@ -20,8 +20,19 @@ G = GlobalConfig(device="cpu", num_workers=0, seed=1)
 
 def _cfg(out: Path, lines: list[str], spec: str, **kw: Any) -> PretrainConfig:
     opts: dict[str, Any] = dict(
-        training_data=lines, format_type="path", spec=spec, checkpoint_path=str(out), quit="fixed", epochs=2,
-        min_epochs=0, lrate=1e-3, warmup=0, schedule="constant", batch_size=4, mask_width=2, num_negatives=10,
+        training_data=lines,
+        format_type="path",
+        spec=spec,
+        checkpoint_path=str(out),
+        quit="fixed",
+        epochs=2,
+        min_epochs=0,
+        lrate=1e-3,
+        warmup=0,
+        schedule="constant",
+        batch_size=4,
+        mask_width=2,
+        num_negatives=10,
         partition=0.75,
     )
     opts.update(kw)
@@ -112,8 +123,17 @@ def test_fine_tuning_from_pretrained_weights(pretrained: PretrainResult, tiny_li
     assert pretrained.weights is not None
     base = load_model(pretrained.weights)
     spy = _Spy()
-    cfg = TrainConfig(training_data=tiny_lines, format_type="path", load=pretrained.weights, resize="new",
-                      checkpoint_path=str(tmp_path / "ft"), quit="fixed", epochs=1, batch_size=4, partition=0.75)
+    cfg = TrainConfig(
+        training_data=tiny_lines,
+        format_type="path",
+        load=pretrained.weights,
+        resize="new",
+        checkpoint_path=str(tmp_path / "ft"),
+        quit="fixed",
+        epochs=1,
+        batch_size=4,
+        partition=0.75,
+    )
     result = train(cfg, G, callbacks=[spy], progress=False)
     assert result.weights is not None
     tuned = load_model(result.weights)
@@ -131,13 +151,23 @@ def test_resize_fail_refuses_the_dummy_codec(pretrained: PretrainResult, tiny_li
     from scriba.config import TrainConfig
     from scriba.train.job import train
 
-    cfg = TrainConfig(training_data=tiny_lines, format_type="path", load=pretrained.weights, resize="fail",
-                      checkpoint_path=str(tmp_path / "ft"), quit="fixed", epochs=1, batch_size=4)
+    cfg = TrainConfig(
+        training_data=tiny_lines,
+        format_type="path",
+        load=pretrained.weights,
+        resize="fail",
+        checkpoint_path=str(tmp_path / "ft"),
+        quit="fixed",
+        epochs=1,
+        batch_size=4,
+    )
     with pytest.raises(UsageError, match="--resize"):
         train(cfg, G, progress=False)
 
 
-def test_load_continues_from_existing_weights(pretrained: PretrainResult, tiny_lines: list[str], tmp_path: Path) -> None:
+def test_load_continues_from_existing_weights(
+    pretrained: PretrainResult, tiny_lines: list[str], tmp_path: Path
+) -> None:
     spy = _Spy()
     cfg = _cfg(tmp_path, tiny_lines, "[1,48,0,1 Cr3,3,4 S1(1x0)1,3 Lbx4]", load=pretrained.weights, epochs=1)
     result = pretrain(cfg, G, callbacks=[spy], progress=False)
@@ -158,8 +188,9 @@ def test_resume_continues_the_run(pretrained: PretrainResult, tmp_path: Path) ->
     assert [h["completed_epoch"] for h in result.history] == [0, 1, 2, 3, 4, 5]
 
 
-def test_evaluation_data_overrides_partition(tiny_lines: list[str], unlabelled_lines: list[str], tiny_spec: str,
-                                             tmp_path: Path) -> None:
+def test_evaluation_data_overrides_partition(
+    tiny_lines: list[str], unlabelled_lines: list[str], tiny_spec: str, tmp_path: Path
+) -> None:
     spy = _Spy()
     cfg = _cfg(tmp_path, tiny_lines[:8], tiny_spec, evaluation_data=tiny_lines[8:12], epochs=1, partition=0.5)
     result = pretrain(cfg, G, callbacks=[spy], progress=False)
@@ -191,8 +222,18 @@ def test_augment_applies_to_training_lines_only(tiny_lines: list[str], tiny_spec
 
 def test_pretrain_options_reach_the_module(tiny_lines: list[str], tiny_spec: str, tmp_path: Path) -> None:
     spy = _Spy()
-    cfg = _cfg(tmp_path, tiny_lines, tiny_spec, epochs=1, mask_width=3, mask_prob=0.3, num_negatives=7,
-               logit_temp=0.2, optimizer="Lamb", weight_decay=0.5)
+    cfg = _cfg(
+        tmp_path,
+        tiny_lines,
+        tiny_spec,
+        epochs=1,
+        mask_width=3,
+        mask_prob=0.3,
+        num_negatives=7,
+        logit_temp=0.2,
+        optimizer="Lamb",
+        weight_decay=0.5,
+    )
     pretrain(cfg, G, callbacks=[spy], progress=False)
     m = spy.module
     assert (m.mask.mask_width, m.mask.mask_prob, m.mask.num_negatives, m.logit_temp) == (3, 0.3, 7, 0.2)
@@ -216,8 +257,9 @@ def test_warmup_counts_samples(tiny_lines: list[str], tiny_spec: str, tmp_path: 
 
 def test_cosine_schedule_and_quit_aneal(tiny_lines: list[str], tiny_spec: str, tmp_path: Path) -> None:
     spy = _Spy()
-    cfg = _cfg(tmp_path, tiny_lines, tiny_spec, quit="aneal", epochs=-1, schedule="cosine", cos_t_max=2,
-               cos_min_lr=1e-5)
+    cfg = _cfg(
+        tmp_path, tiny_lines, tiny_spec, quit="aneal", epochs=-1, schedule="cosine", cos_t_max=2, cos_min_lr=1e-5
+    )
     result = pretrain(cfg, G, callbacks=[spy], progress=False)
     assert result.stopped == "aneal" and result.epochs == 2
     assert spy.lrs[0] == pytest.approx(1e-3)

@@ -149,6 +149,8 @@ def _polygon_line(page: Image.Image, record: LineRecord, legacy: bool, where: di
     ImageDraw.Draw(mask).polygon([tuple(p) for p in polygon.tolist()], fill=255, outline=255)
     patch = Image.composite(patch, Image.new(patch.mode, patch.size, 0), mask)
 
+    if len(baseline) > 2 and not legacy:
+        baseline = _drop_short_segments(baseline, polygon)
     if len(baseline) == 2:
         d = baseline[1] - baseline[0]
         line = patch.rotate(math.degrees(math.atan2(d[1], d[0])), resample=resample, expand=True, fillcolor=0)
@@ -166,6 +168,30 @@ def _dedupe(points: np.ndarray) -> np.ndarray:
     keep = np.ones(len(points), dtype=bool)
     keep[1:] = np.linalg.norm(np.diff(points, axis=0), axis=1) > 1e-9
     return points[keep]
+
+
+def _drop_short_segments(baseline: np.ndarray, polygon: np.ndarray) -> np.ndarray:
+    """Merge baseline segments much shorter than the line is high.
+
+    Annotation tools leave hooks of a few pixels at baseline ends; a warp following such a segment's
+    direction twists the whole end of the line, where kraken's bevelled envelope absorbs it.
+    """
+    span = polygon.max(axis=0) - polygon.min(axis=0)
+    threshold = max(MIN_BASELINE_LENGTH, 0.25 * float(span.min()))
+    pts = [p for p in baseline]
+    while len(pts) > 2:
+        lengths = [float(np.linalg.norm(b - a)) for a, b in zip(pts, pts[1:])]
+        k = int(np.argmin(lengths))
+        if lengths[k] >= threshold:
+            break
+        # A short end segment is a hook: drop its outer point and keep the line's main direction.
+        if k == 0:
+            del pts[0]
+        elif k == len(pts) - 2:
+            del pts[-1]
+        else:
+            pts[k : k + 2] = [(pts[k] + pts[k + 1]) / 2]
+    return np.array(pts)
 
 
 def _project(points: np.ndarray, baseline: np.ndarray, extend_ends: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

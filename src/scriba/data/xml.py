@@ -267,7 +267,9 @@ def _parse_alto(root: etree._Element, path: str, linetype: str) -> tuple[str, li
             for k, v in a_tags.items():
                 line_tags.setdefault(k, v)
         text = "".join(
-            (el.get("CONTENT") or "") if _local(el) == "String" else " " for el in line.iter("{*}String", "{*}SP")
+            # kraken reads a String without CONTENT as a space, like SP; its lines are then whitespace, not empty.
+            (el.get("CONTENT") or " ") if _local(el) == "String" else " "
+            for el in line.iter("{*}String", "{*}SP")
         )
         poly_el = line.find("./{*}Shape/{*}Polygon")
         boundary = scaled(_points(poly_el.get("POINTS") if poly_el is not None else None, line_id, path))

@@ -38,6 +38,11 @@ class Masked:
     neg_idx: torch.Tensor
     valid: torch.Tensor
 
+    @property
+    def counts(self) -> torch.Tensor:
+        """Masked frames per line."""
+        return self.mask.sum(dim=1)
+
 
 class MaskModule(nn.Module):
     """Learned mask embedding and target projection (wav2vec2's masking without quantisation)."""
@@ -74,21 +79,43 @@ class MaskModule(nn.Module):
 
 
 def contrastive_logits(
-    context: torch.Tensor, targets: torch.Tensor, neg_idx: torch.Tensor, logit_temp: float
+    context: torch.Tensor,
+    targets: torch.Tensor,
+    neg_idx: torch.Tensor,
+    logit_temp: float,
+    counts: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Cosine similarity of each context vector with its target (column 0) and its negatives, / temp.
+
+    ``counts`` (N,) is the number of masked frames of each line (``context`` rows are grouped by line, in
+    order; None means one group). Negatives only ever come from the same line, so the similarities are
+    computed line by line as one batched matrix product, (N, T, T) for T masked frames per line, instead of
+    gathering ``M x K`` negative vectors of full width (gigabytes at wav2vec2's 100 negatives).
 
     A negative that equals its positive exactly (e.g. two blank frames) is not a distractor but the same
     answer; its logit is set to -inf so the loss does not punish the model for being right.
     """
     if logit_temp <= 0:
         raise ValueError(f"the logit temperature must be positive, not {logit_temp}")
-    negatives = targets[neg_idx]  # (M, K, D)
-    candidates = torch.cat([targets[:, None, :], negatives], dim=1)
-    logits = F.cosine_similarity(context[:, None, :].float(), candidates.float(), dim=-1) / logit_temp
-    same = (negatives == targets[:, None, :]).all(dim=-1)
-    if same.any():
-        logits = torch.cat([logits[:, :1], logits[:, 1:].masked_fill(same, float("-inf"))], dim=1)
+    m, d = targets.shape
+    dev = targets.device
+    counts = torch.tensor([m], device=dev) if counts is None else counts.to(dev)
+    n, t = len(counts), int(counts.max()) if len(counts) else 0
+    line = torch.repeat_interleave(torch.arange(n, device=dev), counts)
+    offsets = torch.cumsum(counts, 0) - counts
+    own = torch.arange(m, device=dev) - offsets[line]
+    ctx = context.new_zeros((n, t, d), dtype=torch.float32)
+    tgt = targets.new_zeros((n, t, d), dtype=torch.float32)
+    ctx = ctx.index_put((line, own), F.normalize(context.float(), dim=-1, eps=1e-8))
+    tgt = tgt.index_put((line, own), F.normalize(targets.float(), dim=-1, eps=1e-8))
+    sim = torch.bmm(ctx, tgt.transpose(1, 2))[line, own]  # (M, T): row j against every frame of its line
+    local = neg_idx.to(dev) - offsets[line][:, None]
+    logits = sim.gather(1, torch.cat([own[:, None], local], dim=1)) / logit_temp
+    if m:
+        ids = torch.unique(targets.detach(), dim=0, return_inverse=True)[1]
+        same = ids[neg_idx] == ids[:, None]
+        if same.any():
+            logits = torch.cat([logits[:, :1], logits[:, 1:].masked_fill(same, float("-inf"))], dim=1)
     return logits
 
 
@@ -131,5 +158,5 @@ def contrastive_forward(
             f"from {tuple(feats.shape)}"
         )
     context = ctx.squeeze(2).transpose(1, 2)[masked.mask]
-    logits = contrastive_logits(context, masked.targets, masked.neg_idx, logit_temp)
+    logits = contrastive_logits(context, masked.targets, masked.neg_idx, logit_temp, masked.counts)
     return ContrastiveOutput(logits, masked.valid, contrastive_loss(logits, masked.valid))

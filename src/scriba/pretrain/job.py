@@ -161,8 +161,9 @@ def pretrain(
     lines = collect_pretrain_lines(cfg, seed, split=data_info.get("split"))
     net = _network(cfg, lines.seg_type, ckpt)
     lt = LineTransform.from_model_input(tuple(net.input), padding=cfg.padding, seg_type=lines.seg_type)
-    train_ds = LineDataset(lines.train, lt, None, legacy_polygons=cfg.legacy_polygons, augment=cfg.augment,
-                           texts=lines.train_texts)
+    train_ds = LineDataset(
+        lines.train, lt, None, legacy_polygons=cfg.legacy_polygons, augment=cfg.augment, texts=lines.train_texts
+    )
     val_ds = LineDataset(lines.val, lt, None, legacy_polygons=cfg.legacy_polygons, texts=lines.val_texts)
     if train_ds.estimated_bytes() + val_ds.estimated_bytes() <= _cache_limit():
         train_ds = _preload(train_ds, "training", g.num_workers)
@@ -177,29 +178,56 @@ def pretrain(
         mode = train_ds.image_mode()
         net.metadata["one_channel_mode"] = mode if mode in ("1", "L") else None
 
-    data_info.update(sampler_seed=sampler_seed, split=lines.split, train_lines=len(train_ds),
-                     validation_lines=len(val_ds), skipped=len(lines.skipped))
+    data_info.update(
+        sampler_seed=sampler_seed,
+        split=lines.split,
+        train_lines=len(train_ds),
+        validation_lines=len(val_ds),
+        skipped=len(lines.skipped),
+    )
     split_file = _write_split(out, lines.split)
     info = {"task": TASK, "pretrain_config": asdict(cfg), "global_config": asdict(g), "data": data_info}
-    module = PretrainModule(net, cfg, mask_width=cfg.mask_width, mask_prob=cfg.mask_prob,
-                            num_negatives=cfg.num_negatives, logit_temp=cfg.logit_temp, info=info)
-    dm = LineDataModule(train_ds, val_ds, cfg.batch_size, num_workers=g.num_workers, seed=sampler_seed,
-                        pin_memory=accelerator == "gpu" or (accelerator == "auto" and torch.cuda.is_available()))
+    module = PretrainModule(
+        net,
+        cfg,
+        mask_width=cfg.mask_width,
+        mask_prob=cfg.mask_prob,
+        num_negatives=cfg.num_negatives,
+        logit_temp=cfg.logit_temp,
+        info=info,
+    )
+    dm = LineDataModule(
+        train_ds,
+        val_ds,
+        cfg.batch_size,
+        num_workers=g.num_workers,
+        seed=sampler_seed,
+        pin_memory=accelerator == "gpu" or (accelerator == "auto" and torch.cuda.is_available()),
+    )
 
     ckpt_cb = ModelCheckpoint(
-        dirpath=str(out), filename="checkpoint_{epoch:02d}-{val_loss:.4f}", monitor="val_loss", mode="min",
-        save_top_k=10, save_last=True, auto_insert_metric_name=False,
+        dirpath=str(out),
+        filename="checkpoint_{epoch:02d}-{val_loss:.4f}",
+        monitor="val_loss",
+        mode="min",
+        save_top_k=10,
+        save_last=True,
+        auto_insert_metric_name=False,
     )
     ckpt_cb.CHECKPOINT_NAME_LAST = "checkpoint_last"
     warmup = warmup_steps(cfg)
     sched_cfg = replace(cfg, warmup=warmup)
     run_state = RunState(out, sampler=dm.train_sampler)
-    reporter = ProgressReporter(rich=progress if progress is not None else (sys.stderr.isatty() and g.verbose == 0),
-                                metrics=("val_loss",))
+    reporter = ProgressReporter(
+        rich=progress if progress is not None else (sys.stderr.isatty() and g.verbose == 0), metrics=("val_loss",)
+    )
     cbs: list[Any] = [
         ckpt_cb,
-        LRScheduleCallback(lambda spe: LRSchedule.from_config(sched_cfg, spe, mode="min"), monitor="val_loss",
-                           stop_when_annealed=cfg.quit == "aneal"),
+        LRScheduleCallback(
+            lambda spe: LRSchedule.from_config(sched_cfg, spe, mode="min"),
+            monitor="val_loss",
+            stop_when_annealed=cfg.quit == "aneal",
+        ),
         run_state,
         reporter,
     ]
@@ -219,7 +247,8 @@ def pretrain(
 
     val_kw: dict[str, Any] = (
         {"check_val_every_n_epoch": int(cfg.freq), "val_check_interval": 1.0}
-        if cfg.freq > 1 else {"check_val_every_n_epoch": 1, "val_check_interval": float(cfg.freq)}
+        if cfg.freq > 1
+        else {"check_val_every_n_epoch": 1, "val_check_interval": float(cfg.freq)}
     )
     max_epochs = cfg.epochs if cfg.quit == "fixed" or (cfg.quit == "aneal" and cfg.epochs > 0) else -1
     trainer = L.Trainer(
@@ -242,8 +271,13 @@ def pretrain(
         default_root_dir=str(out),
         **val_kw,
     )
-    result = PretrainResult(output_dir=str(out), split_file=split_file, train_lines=len(train_ds),
-                            val_lines=len(val_ds), warmup_steps=warmup)
+    result = PretrainResult(
+        output_dir=str(out),
+        split_file=split_file,
+        train_lines=len(train_ds),
+        val_lines=len(val_ds),
+        warmup_steps=warmup,
+    )
     try:
         _quiet_lightning()
         trainer.fit(module, datamodule=dm, ckpt_path=cfg.resume)

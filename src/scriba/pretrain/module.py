@@ -83,8 +83,11 @@ class PretrainModule(L.LightningModule):
             loss, frames = self._step(batch, None)
         except torch.OutOfMemoryError:
             # one overlong batch should not end a run of days; kraken skips it too
-            logger.warning("out of memory in batch %d (lines %s); batch skipped", batch_idx,
-                           ", ".join(map(str, batch.get("ids", [])[:3])))
+            logger.warning(
+                "out of memory in batch %d (lines %s); batch skipped",
+                batch_idx,
+                ", ".join(map(str, batch.get("ids", [])[:3])),
+            )
             self.skipped_batches += 1
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
@@ -142,13 +145,15 @@ class PretrainModule(L.LightningModule):
         train_loss = self._train_sum / self._train_frames if self._train_frames else None
         self._train_sum, self._train_frames = 0.0, 0
         lr = float(trainer.optimizers[0].param_groups[0]["lr"]) if trainer.optimizers else None
-        self.history.append({
-            "completed_epoch": trainer.current_epoch,
-            "step": trainer.global_step,
-            "train_loss": train_loss,
-            "val_loss": value if math.isfinite(value) else None,
-            "lr": lr,
-        })
+        self.history.append(
+            {
+                "completed_epoch": trainer.current_epoch,
+                "step": trainer.global_step,
+                "train_loss": train_loss,
+                "val_loss": value if math.isfinite(value) else None,
+                "lr": lr,
+            }
+        )
 
     # -- checkpoints -------------------------------------------------------------------------------------------
 
@@ -172,8 +177,7 @@ class RelativeEarlyStopping(EarlyStopping):
     """
 
     def __init__(self, monitor: str, relative_delta: float, patience: int) -> None:
-        super().__init__(monitor=monitor, mode="min", patience=patience, min_delta=0.0,
-                         check_on_train_epoch_end=False)
+        super().__init__(monitor=monitor, mode="min", patience=patience, min_delta=0.0, check_on_train_epoch_end=False)
         self.relative_delta = relative_delta
 
     def _evaluate_stopping_criteria(self, current: torch.Tensor) -> tuple[bool, str | None]:
