@@ -178,14 +178,15 @@ def test_load_continues_from_existing_weights(
     assert result.weights is not None
 
 
-def test_resume_continues_the_run(pretrained: PretrainResult, tmp_path: Path) -> None:
-    first = sorted(Path(pretrained.output_dir).glob("checkpoint_03-*.ckpt"))[0]
-    copy = tmp_path / first.name
-    copy.write_bytes(first.read_bytes())
-    # the checkpoint's options rule (6 fixed epochs, its output directory); this one only names the file
-    result = pretrain(PretrainConfig(resume=str(copy)), G, progress=False)
-    assert result.epochs == 6
-    assert [h["completed_epoch"] for h in result.history] == [0, 1, 2, 3, 4, 5]
+def test_resume_continues_the_run(tiny_lines: list[str], tiny_spec: str, tmp_path: Path) -> None:
+    full = pretrain(_cfg(tmp_path / "a", tiny_lines, tiny_spec, epochs=3), G, progress=False)
+    first = sorted((tmp_path / "a").glob("checkpoint_00-*.ckpt"))[0]
+    # the checkpoint's options rule (3 fixed epochs, its output directory); this one only names the file
+    result = pretrain(PretrainConfig(resume=str(first)), G, progress=False)
+    assert result.epochs == 3 and result.steps == full.steps
+    assert [h["completed_epoch"] for h in result.history] == [0, 1, 2]
+    # same seed, same data order, same masks: the continued run retraces the uninterrupted one
+    assert [h["val_loss"] for h in result.history] == pytest.approx([h["val_loss"] for h in full.history], rel=1e-4)
 
 
 def test_evaluation_data_overrides_partition(
@@ -299,6 +300,7 @@ def test_spec_without_recurrent_layer_is_refused(tiny_lines: list[str], tmp_path
     [
         ("mask_width", 0, "--mask-width"),
         ("mask_prob", 1.5, "--mask-probability"),
+        ("mask_prob", 0.0, "nothing would be masked"),
         ("num_negatives", 0, "--num-negatives"),
         ("logit_temp", 0.0, "--logit-temp"),
         ("epochs", -1, "--quit fixed"),
@@ -316,3 +318,88 @@ def test_resume_needs_a_pretraining_checkpoint(tmp_path: Path) -> None:
     torch.save({"scriba": {"train_config": {}}}, bogus)
     with pytest.raises(ScribaError, match="pretraining checkpoint"):
         pretrain(PretrainConfig(resume=str(bogus)), G, progress=False)
+
+
+class _Boom(L.Callback):
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, idx: int) -> None:
+        if trainer.global_step == 7:
+            raise RuntimeError("boom")
+
+
+def test_failure_leaves_an_abort_checkpoint_to_resume_from(
+    tiny_lines: list[str], tiny_spec: str, tmp_path: Path
+) -> None:
+    with pytest.raises(RuntimeError, match="boom"):
+        pretrain(_cfg(tmp_path, tiny_lines, tiny_spec, epochs=3), G, callbacks=[_Boom()], progress=False)
+    abort = tmp_path / "checkpoint_abort.ckpt"
+    assert abort.exists()
+    result = pretrain(PretrainConfig(resume=str(abort)), G, progress=False)
+    assert result.epochs == 3 and result.steps == 15
+    assert result.weights is not None
+    # the interruption mid-epoch leaves no trace: same losses as a run that was never stopped
+    full = pretrain(_cfg(tmp_path / "full", tiny_lines, tiny_spec, epochs=3), G, progress=False)
+    for key in ("val_loss", "train_loss"):
+        assert [h[key] for h in result.history] == pytest.approx([h[key] for h in full.history], rel=1e-4)
+
+
+def test_optimizer_schedule_and_trainer_options_are_wired(
+    tiny_lines: list[str], tiny_spec: str, tmp_path: Path
+) -> None:
+    from scriba.train.callbacks import LRScheduleCallback
+
+    spy = _Spy()
+    cfg = _cfg(
+        tmp_path,
+        tiny_lines,
+        tiny_spec,
+        epochs=1,
+        optimizer="SGD",
+        momentum=0.7,
+        lrate=0.01,
+        gradient_clip_val=0.5,
+        accumulate_grad_batches=2,
+        batch_size=3,
+        padding=5,
+        schedule="step",
+        gamma=0.3,
+        step_size=4,
+        rop_patience=2,
+        cos_t_max=7,
+        cos_min_lr=1e-4,
+        warmup=12,
+        legacy_polygons=True,
+    )
+    result = pretrain(cfg, G, callbacks=[spy], progress=False)
+    trainer = spy.module.trainer
+    opt = trainer.optimizers[0]
+    assert isinstance(opt, torch.optim.SGD) and opt.param_groups[0]["momentum"] == 0.7
+    assert trainer.gradient_clip_val == 0.5 and trainer.accumulate_grad_batches == 2
+    assert result.steps == 3  # 18 training lines in batches of 3, two batches per optimizer step
+    sched = next(cb for cb in trainer.callbacks if isinstance(cb, LRScheduleCallback)).schedule
+    assert (sched.schedule, sched.lrate, sched.gamma, sched.step_size) == ("step", 0.01, 0.3, 4)
+    assert (sched.rop_patience, sched.cos_t_max, sched.cos_min_lr, sched.mode) == (2, 7, 1e-4, "min")
+    assert sched.warmup == 2.0  # 12 samples = 2 steps of 2 x 3 lines
+    assert spy.datamodule.batch_size == 3
+    assert spy.datamodule.train_set.line_transform.padding == 5
+    assert load_model(result.weights).metadata["legacy_polygons"] is True  # type: ignore[arg-type]
+
+
+def test_coreml_weights_and_tensorboard_logs(tiny_lines: list[str], tiny_spec: str, tmp_path: Path) -> None:
+    pytest.importorskip("coremltools")
+    pytest.importorskip("tensorboard")
+    logs = tmp_path / "logs"
+    cfg = _cfg(
+        tmp_path / "out",
+        tiny_lines,
+        tiny_spec,
+        epochs=1,
+        weights_format="coreml",
+        pl_logger="tensorboard",
+        log_dir=str(logs),
+    )
+    result = pretrain(cfg, G, progress=False)
+    assert result.weights is not None and result.weights.endswith(".mlmodel")
+    assert Path(result.weights).name.startswith("best_")
+    model = load_model(result.weights)
+    assert model.codec is not None and model.codec.to_json() == {" ": [1]}
+    assert list(logs.rglob("events.out.tfevents.*"))

@@ -1,4 +1,4 @@
-"""Fixtures for the training tests: tiny data, tiny networks, fast runs."""
+"""Fixtures for the training tests (helpers live in ``train_helpers``)."""
 
 from __future__ import annotations
 
@@ -8,36 +8,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from train_helpers import make_lines
 
-from scriba.vgsl import layers as _layers
-
-TINY_SPEC = "[1,32,0,1 Cr3,3,16 Mp2,2 S1(1x0)1,3 Lbx32]"
 FROC = "froc_mss/digby23"
 
 
-def _patch_reshape() -> None:
-    # vgsl.layers.Reshape once overrode nn.Module._apply (used by .cpu()/.to()); keep the tests independent of it
-    if "_apply" in vars(_layers.Reshape) and "fn" not in _layers.Reshape._apply.__code__.co_varnames[:2]:
-        reshape = _layers.Reshape._apply
-        _layers.Reshape._reshape = reshape
-        del _layers.Reshape._apply
-
-        def forward(self, x, seq_lens=None):
-            w = x.shape[3]
-            o = self._reshape(x)
-            if seq_lens is not None and o.shape[3] != w:
-                seq_lens = (seq_lens.float() * (o.shape[3] / w)).long()
-            return o, seq_lens
-
-        def out_shape(self, c, h):
-            o = self._reshape(torch.zeros(1, c, h or 1, 8))
-            return o.shape[1], (o.shape[2] if h else 0)
-
-        _layers.Reshape.forward = forward
-        _layers.Reshape.out_shape = out_shape
-
-
-_patch_reshape()
+@pytest.fixture(scope="session")
+def synth(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
+    """32 training and 8 validation lines."""
+    root = tmp_path_factory.mktemp("synth")
+    return {"train": make_lines(root / "train", 32, 1, "t"), "val": make_lines(root / "val", 8, 2, "v")}
 
 
 @pytest.fixture(scope="session")

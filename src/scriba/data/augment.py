@@ -59,9 +59,9 @@ def _affine(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     # normalised coordinates are anisotropic for long lines; convert the rotation with the aspect ratio
     aspect = w / max(h, 1)
     cos, sin = math.cos(angle), math.sin(angle)
-    theta = torch.tensor(
-        [[cos, (-sin + shear) / aspect, 0.0], [sin * aspect, cos / sy, ty]], dtype=x.dtype
-    ).unsqueeze(0)
+    theta = torch.tensor([[cos, (-sin + shear) / aspect, 0.0], [sin * aspect, cos / sy, ty]], dtype=x.dtype).unsqueeze(
+        0
+    )
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 

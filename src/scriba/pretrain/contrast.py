@@ -112,7 +112,7 @@ def contrastive_logits(
     local = neg_idx.to(dev) - offsets[line][:, None]
     logits = sim.gather(1, torch.cat([own[:, None], local], dim=1)) / logit_temp
     if m:
-        ids = torch.unique(targets.detach(), dim=0, return_inverse=True)[1]
+        ids = torch.unique(targets.detach().float(), dim=0, return_inverse=True)[1]
         same = ids[neg_idx] == ids[:, None]
         if same.any():
             logits = torch.cat([logits[:, :1], logits[:, 1:].masked_fill(same, float("-inf"))], dim=1)

@@ -22,21 +22,12 @@ logger = logging.getLogger(__name__)
 
 
 def _path_records(paths: Sequence[str], skipped: list[SkippedItem]) -> Iterator[LineRecord]:
-    from scriba.data.sources import gt_path
-
     for p in paths:
         if not os.path.isfile(p):
             skipped.append(SkippedItem(p, None, "file not found"))
             continue
-        text = ""
-        txt = gt_path(p)
-        if os.path.isfile(txt):
-            try:
-                with open(txt, encoding="utf-8") as fh:
-                    text = fh.read().strip("\n\r")
-            except (OSError, UnicodeDecodeError):
-                pass  # the transcription plays no part in pretraining
-        yield LineRecord(id=p, source=p, text=text, image=p, kind="bbox")
+        # the .gt.txt file, if any, is not even read: pretraining has no use for it
+        yield LineRecord(id=p, source=p, text="", image=p, kind="bbox")
 
 
 def read_lines(paths: Sequence[str], cfg: DataConfig, skipped: list[SkippedItem]) -> list[LineRecord]:

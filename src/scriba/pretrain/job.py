@@ -66,8 +66,11 @@ def check_config(cfg: PretrainConfig) -> PretrainConfig:
         raise UsageError("--load and --resume are mutually exclusive")
     if cfg.mask_width < 1:
         raise UsageError(f"--mask-width must be at least 1, got {cfg.mask_width}")
-    if not 0.0 <= cfg.mask_prob <= 1.0:
-        raise UsageError(f"--mask-probability must lie between 0 and 1, got {cfg.mask_prob}")
+    if not 0.0 < cfg.mask_prob <= 1.0:
+        raise UsageError(
+            f"--mask-probability must lie in (0, 1], got {cfg.mask_prob}"
+            + (" (nothing would be masked, so there would be nothing to learn)" if cfg.mask_prob == 0 else "")
+        )
     if cfg.num_negatives < 1:
         raise UsageError(f"--num-negatives must be at least 1, got {cfg.num_negatives}")
     if not cfg.logit_temp > 0:

@@ -161,11 +161,20 @@ class PretrainModule(L.LightningModule):
         from scriba.train.module import _plain
         from scriba.weights.checkpoint import checkpoint_entry
 
-        checkpoint["scriba"] = _plain(checkpoint_entry(self.net, **self.info, history=list(self.history)))
+        entry = checkpoint_entry(
+            self.net,
+            **self.info,
+            history=list(self.history),
+            loss_since_validation=[self._train_sum, self._train_frames],
+        )
+        checkpoint["scriba"] = _plain(entry)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         entry = checkpoint.get("scriba") or {}
         self.history = [dict(h) for h in entry.get("history", [])]
+        # a run resumed mid-epoch reports the same training loss as an uninterrupted one
+        total, frames = entry.get("loss_since_validation") or (0.0, 0)
+        self._train_sum, self._train_frames = float(total), int(frames)
 
 
 class RelativeEarlyStopping(EarlyStopping):

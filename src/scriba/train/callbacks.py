@@ -54,7 +54,9 @@ class LRScheduleCallback(L.Callback):
             self.schedule.load_state_dict(self._pending)
             self._pending = None
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         if self.schedule is None:
             return
         lr = self.schedule.lr(trainer.global_step)
@@ -180,8 +182,11 @@ class RunState(L.Callback):
     def _on_signal(self, signum: int, frame: Any) -> None:
         if self.signal_name is None:
             self.signal_name = signal.Signals(signum).name
-            logger.warning("%s received: saving %s at the end of this batch (Ctrl-C again to abort)",
-                           self.signal_name, ABORT_CHECKPOINT)
+            logger.warning(
+                "%s received: saving %s at the end of this batch (Ctrl-C again to abort)",
+                self.signal_name,
+                ABORT_CHECKPOINT,
+            )
         elif signum == signal.SIGINT:
             raise KeyboardInterrupt
         if signum == signal.SIGINT:
@@ -224,7 +229,9 @@ class RunState(L.Callback):
         if self.sampler is not None:
             self.sampler.consumed = trainer.fit_loop.epoch_loop.batch_progress.current.completed
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         self._snapshot = _get_rng_state()
         self._in_batch = True
 
@@ -279,8 +286,13 @@ def _plain(value: Any) -> Any:
 
 def _numpy_state() -> dict[str, Any]:
     name, keys, pos, has_gauss, cached = np.random.get_state()
-    return {"name": str(name), "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
-            "has_gauss": int(has_gauss), "cached": float(cached)}
+    return {
+        "name": str(name),
+        "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+        "pos": int(pos),
+        "has_gauss": int(has_gauss),
+        "cached": float(cached),
+    }
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:

@@ -197,7 +197,10 @@ class LineDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.train_sampler = LengthBucketSampler(
-            train.estimated_widths(), self.batch_size, shuffle=True, seed=seed,
+            train.estimated_widths(),
+            self.batch_size,
+            shuffle=True,
+            seed=seed,
             with_seeds=train.augmenter is not None,
         )
         self._train_loader: StatefulLoader | None = None
@@ -216,7 +219,9 @@ class LineDataModule(L.LightningDataModule):
     def train_dataloader(self) -> StatefulLoader:
         if self._train_loader is None:
             self._train_loader = StatefulLoader(
-                _Tolerant(self.train_set), batch_sampler=self.train_sampler, collate_fn=collate_or_none,
+                _Tolerant(self.train_set),
+                batch_sampler=self.train_sampler,
+                collate_fn=collate_or_none,
                 **self._kwargs(),
             )
         return self._train_loader

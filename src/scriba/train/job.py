@@ -157,8 +157,11 @@ def _fit_codec(net: Any, cfg: TrainConfig, texts: Sequence[str]) -> None:
         merged, deleted = codec.merge(data_codec)
         net.resize_output(merged.max_label + 1, deleted)
         net.codec = merged
-        logger.info("output layer matched to the training data: %d labels removed, %d added", len(deleted),
-                    len(set(merged.c2l) - set(codec.c2l)))
+        logger.info(
+            "output layer matched to the training data: %d labels removed, %d added",
+            len(deleted),
+            len(set(merged.c2l) - set(codec.c2l)),
+        )
         return
     if not missing:
         return
@@ -225,8 +228,9 @@ def _write_split(out: Path, split: dict[str, Any]) -> str | None:
     return str(path)
 
 
-def train(cfg: TrainConfig, g: GlobalConfig | None = None, *, callbacks: Sequence[Any] = (),
-          progress: bool | None = None) -> TrainResult:
+def train(
+    cfg: TrainConfig, g: GlobalConfig | None = None, *, callbacks: Sequence[Any] = (), progress: bool | None = None
+) -> TrainResult:
     """Runs a complete training job; see the module docstring. Raises :class:`~scriba.errors.ScribaError`."""
     import lightning as L
     import torch
@@ -262,17 +266,28 @@ def train(cfg: TrainConfig, g: GlobalConfig | None = None, *, callbacks: Sequenc
     codec = net.codec
     n_lines, shown = _missing_report(codec, lines.train_texts)
     if n_lines:
-        logger.warning("%d training line(s) contain characters missing from the codec, left out of their "
-                       "labels: %s", n_lines, shown)
+        logger.warning(
+            "%d training line(s) contain characters missing from the codec, left out of their labels: %s",
+            n_lines,
+            shown,
+        )
     n_lines, shown = _missing_report(codec, lines.val_texts)
     if n_lines:
-        logger.warning("%d validation line(s) contain characters missing from the codec, counted as errors: %s",
-                       n_lines, shown)
+        logger.warning(
+            "%d validation line(s) contain characters missing from the codec, counted as errors: %s", n_lines, shown
+        )
 
     lt = LineTransform.from_model_input(tuple(net.input), padding=cfg.padding, seg_type=lines.seg_type)
     tt = text_transform(cfg)
-    train_ds = LineDataset(lines.train, lt, tt, codec=codec, legacy_polygons=cfg.legacy_polygons,
-                           augment=cfg.augment, texts=lines.train_texts)
+    train_ds = LineDataset(
+        lines.train,
+        lt,
+        tt,
+        codec=codec,
+        legacy_polygons=cfg.legacy_polygons,
+        augment=cfg.augment,
+        texts=lines.train_texts,
+    )
     val_ds = LineDataset(lines.val, lt, tt, codec=None, legacy_polygons=cfg.legacy_polygons, texts=lines.val_texts)
     if train_ds.estimated_bytes() + val_ds.estimated_bytes() <= _cache_limit():
         train_ds = _preload(train_ds, "training", g.num_workers)
@@ -296,32 +311,46 @@ def train(cfg: TrainConfig, g: GlobalConfig | None = None, *, callbacks: Sequenc
     )
     split_file = _write_split(out, lines.split)
     info = {"train_config": asdict(cfg), "global_config": asdict(g), "data": data_info}
-    pred_tt = TextTransform(normalization=cfg.normalization, normalize_whitespace=cfg.normalize_whitespace,
-                            bidi_reordering=False)
+    pred_tt = TextTransform(
+        normalization=cfg.normalization, normalize_whitespace=cfg.normalize_whitespace, bidi_reordering=False
+    )
     module = RecognitionModule(net, cfg, info=info, pred_transform=pred_tt)
-    dm = LineDataModule(train_ds, val_ds, cfg.batch_size, num_workers=g.num_workers, seed=sampler_seed,
-                        pin_memory=accelerator == "gpu" or (accelerator == "auto" and torch.cuda.is_available()))
+    dm = LineDataModule(
+        train_ds,
+        val_ds,
+        cfg.batch_size,
+        num_workers=g.num_workers,
+        seed=sampler_seed,
+        pin_memory=accelerator == "gpu" or (accelerator == "auto" and torch.cuda.is_available()),
+    )
 
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
     ckpt_cb = ModelCheckpoint(
-        dirpath=str(out), filename="checkpoint_{epoch:02d}-{val_accuracy:.4f}", monitor="val_accuracy", mode="max",
-        save_top_k=10, save_last=True, auto_insert_metric_name=False,
+        dirpath=str(out),
+        filename="checkpoint_{epoch:02d}-{val_accuracy:.4f}",
+        monitor="val_accuracy",
+        mode="max",
+        save_top_k=10,
+        save_last=True,
+        auto_insert_metric_name=False,
     )
     ckpt_cb.CHECKPOINT_NAME_LAST = "checkpoint_last"
     run_state = RunState(out, sampler=dm.train_sampler)
     reporter = ProgressReporter(rich=progress if progress is not None else (sys.stderr.isatty() and g.verbose == 0))
     cbs: list[Any] = [
         ckpt_cb,
-        LRScheduleCallback(lambda spe: LRSchedule.from_config(cfg, spe), monitor="val_accuracy",
-                           stop_when_annealed=cfg.quit == "aneal"),
+        LRScheduleCallback(
+            lambda spe: LRSchedule.from_config(cfg, spe), monitor="val_accuracy", stop_when_annealed=cfg.quit == "aneal"
+        ),
         run_state,
         reporter,
     ]
     early = None
     if cfg.quit == "early":
-        early = EarlyStopping(monitor="val_accuracy", mode="max", patience=cfg.lag, min_delta=cfg.min_delta,
-                              check_finite=False)
+        early = EarlyStopping(
+            monitor="val_accuracy", mode="max", patience=cfg.lag, min_delta=cfg.min_delta, check_finite=False
+        )
         cbs.append(early)
     if cfg.freeze_backbone > 0:
         cbs.append(FreezeBackbone(cfg.freeze_backbone))
@@ -337,7 +366,8 @@ def train(cfg: TrainConfig, g: GlobalConfig | None = None, *, callbacks: Sequenc
 
     val_kw: dict[str, Any] = (
         {"check_val_every_n_epoch": int(cfg.freq), "val_check_interval": 1.0}
-        if cfg.freq > 1 else {"check_val_every_n_epoch": 1, "val_check_interval": float(cfg.freq)}
+        if cfg.freq > 1
+        else {"check_val_every_n_epoch": 1, "val_check_interval": float(cfg.freq)}
     )
     max_epochs = cfg.epochs if cfg.quit == "fixed" or (cfg.quit == "aneal" and cfg.epochs > 0) else -1
     _quiet_lightning()
@@ -360,8 +390,7 @@ def train(cfg: TrainConfig, g: GlobalConfig | None = None, *, callbacks: Sequenc
         default_root_dir=str(out),
         **val_kw,
     )
-    result = TrainResult(output_dir=str(out), split_file=split_file, train_lines=len(train_ds),
-                         val_lines=len(val_ds))
+    result = TrainResult(output_dir=str(out), split_file=split_file, train_lines=len(train_ds), val_lines=len(val_ds))
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     try:
@@ -413,13 +442,18 @@ def _finish(result: TrainResult, ckpt_cb: Any, cfg: TrainConfig, out: Path) -> N
 
 def _quiet_lightning() -> None:
     # Lightning's info lines (GPU available, TPU...) and its warnings about our deliberate choices are noise here
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda",
-                 "lightning.fabric.utilities.seed", "lightning.pytorch.trainer.connectors.signal_connector"):
+    for name in (
+        "lightning.pytorch.utilities.rank_zero",
+        "lightning.pytorch.accelerators.cuda",
+        "lightning.fabric.utilities.seed",
+        "lightning.pytorch.trainer.connectors.signal_connector",
+    ):
         logging.getLogger(name).setLevel(logging.WARNING)
     import warnings
 
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+    warnings.filterwarnings("ignore", message=".*`training_step` returned `None`.*")
     warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
     warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch ended.*")

@@ -20,9 +20,30 @@ logger = logging.getLogger(__name__)
 
 # kraken 6 recorded these training settings in a model's ``hyper_params`` metadata
 HYPER_PARAMS = (
-    "padding", "freq", "batch_size", "quit", "epochs", "min_epochs", "lag", "min_delta", "optimizer", "lrate",
-    "momentum", "weight_decay", "schedule", "normalization", "normalize_whitespace", "augment", "step_size",
-    "gamma", "rop_patience", "cos_t_max", "cos_min_lr", "warmup", "freeze_backbone", "accumulate_grad_batches",
+    "padding",
+    "freq",
+    "batch_size",
+    "quit",
+    "epochs",
+    "min_epochs",
+    "lag",
+    "min_delta",
+    "optimizer",
+    "lrate",
+    "momentum",
+    "weight_decay",
+    "schedule",
+    "normalization",
+    "normalize_whitespace",
+    "augment",
+    "step_size",
+    "gamma",
+    "rop_patience",
+    "cos_t_max",
+    "cos_min_lr",
+    "warmup",
+    "freeze_backbone",
+    "accumulate_grad_batches",
     "gradient_clip_val",
 )
 
@@ -84,8 +105,11 @@ class RecognitionModule(L.LightningModule):
             self.nonfinite += 1
             self.skipped_batches += 1
             if self.nonfinite == 1 or self.nonfinite % 10 == 0:
-                logger.warning("non-finite loss in batch %d (lines %s); batch skipped", batch_idx,
-                               ", ".join(map(str, batch.get("ids", [])[:3])))
+                logger.warning(
+                    "non-finite loss in batch %d (lines %s); batch skipped",
+                    batch_idx,
+                    ", ".join(map(str, batch.get("ids", [])[:3])),
+                )
             if self.nonfinite >= self.max_nonfinite:
                 raise ScribaError(
                     f"the loss was NaN or infinite for {self.nonfinite} batches in a row: training diverged "
@@ -140,28 +164,35 @@ class RecognitionModule(L.LightningModule):
         lr = None
         if trainer.optimizers:
             lr = float(trainer.optimizers[0].param_groups[0]["lr"])
-        self.history.append({
-            "epoch": trainer.current_epoch + (frac if frac < 1.0 else 1.0),
-            "completed_epoch": trainer.current_epoch,
-            "step": trainer.global_step,
-            "train_loss": train_loss,
-            "val_accuracy": acc,
-            "val_word_accuracy": wacc,
-            "val_chars": tally.chars,
-            "val_errors": tally.errors,
-            "lr": lr,
-        })
+        self.history.append(
+            {
+                "epoch": trainer.current_epoch + (frac if frac < 1.0 else 1.0),
+                "completed_epoch": trainer.current_epoch,
+                "step": trainer.global_step,
+                "train_loss": train_loss,
+                "val_accuracy": acc,
+                "val_word_accuracy": wacc,
+                "val_chars": tally.chars,
+                "val_errors": tally.errors,
+                "lr": lr,
+            }
+        )
 
     # -- checkpoints -------------------------------------------------------------------------------------------
 
     def model_metadata(self) -> dict[str, Any]:
         """The network's metadata with kraken's ``accuracy``/``metrics``/``hyper_params`` filled in."""
         meta = dict(getattr(self.net, "metadata", {}) or {})
-        meta["accuracy"] = [[h["completed_epoch"], {"val_accuracy": h["val_accuracy"], "val_metric": h["val_accuracy"]}]
-                            for h in self.history]
+        meta["accuracy"] = [
+            [h["completed_epoch"], {"val_accuracy": h["val_accuracy"], "val_metric": h["val_accuracy"]}]
+            for h in self.history
+        ]
         meta["metrics"] = [
-            [h["completed_epoch"], {k: h[k] for k in ("val_accuracy", "val_word_accuracy", "train_loss")
-                                    if h.get(k) is not None} | {"val_metric": h["val_accuracy"]}]
+            [
+                h["completed_epoch"],
+                {k: h[k] for k in ("val_accuracy", "val_word_accuracy", "train_loss") if h.get(k) is not None}
+                | {"val_metric": h["val_accuracy"]},
+            ]
             for h in self.history
         ]
         cfg = self.info.get("train_config") or {}
@@ -178,13 +209,21 @@ class RecognitionModule(L.LightningModule):
         saved_meta = self.net.metadata
         self.net.metadata = self.model_metadata()
         try:
-            checkpoint["scriba"] = _plain(checkpoint_entry(self.net, **self.info, history=list(self.history)))
+            checkpoint["scriba"] = _plain(
+                checkpoint_entry(
+                    self.net,
+                    **self.info,
+                    history=list(self.history),
+                    loss_since_validation=[self._loss_sum, self._loss_lines],
+                )
+            )
         finally:
             self.net.metadata = saved_meta
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         entry = checkpoint.get("scriba") or {}
         self.history = [dict(h) for h in entry.get("history", [])]
+        self._loss_sum, self._loss_lines = entry.get("loss_since_validation") or (0.0, 0)
 
 
 def _plain(value: Any) -> Any:

@@ -220,7 +220,7 @@ class LRSchedule:
         if s == "cosine":
             return step >= self.cos_t_max * self.steps_per_epoch
         if s in ("exponential", "step", "reduceonplateau"):
-            return self.base_lr(step) <= self.cos_min_lr
+            return self.base_lr(step) <= self.cos_min_lr * (1 + 1e-9)
         return False
 
     def state_dict(self) -> dict[str, Any]:

@@ -26,8 +26,12 @@ class ProgressReporter(L.Callback):
     early stopping 2/10``.
     """
 
-    def __init__(self, rich: bool | None = None, metrics: tuple[str, ...] = ("val_accuracy", "val_word_accuracy"),
-                 loss: str = "train_loss") -> None:
+    def __init__(
+        self,
+        rich: bool | None = None,
+        metrics: tuple[str, ...] = ("val_accuracy", "val_word_accuracy"),
+        loss: str = "train_loss",
+    ) -> None:
         self.use_rich = sys.stderr.isatty() if rich is None else rich
         self.metrics = metrics
         self.loss = loss
@@ -71,8 +75,10 @@ class ProgressReporter(L.Callback):
             BarColumn(),
             MofNCompleteColumn(),
             TimeRemainingColumn(),
-            TextColumn("{task.fields[rate]}  loss {task.fields[loss]}  val acc {task.fields[acc]}  "
-                       "early stop {task.fields[es]}"),
+            TextColumn(
+                "{task.fields[rate]}  loss {task.fields[loss]}  val acc {task.fields[acc]}  "
+                "early stop {task.fields[es]}"
+            ),
             transient=False,
         )
         self._progress.start()
@@ -88,7 +94,9 @@ class ProgressReporter(L.Callback):
                 f"epoch {trainer.current_epoch}", total=total, completed=done, **self._fields(trainer)
             )
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         self._t0 = time.perf_counter()
 
     def on_train_batch_end(

@@ -44,7 +44,7 @@ def _build_block(blk: Block, c: int, h: int) -> tuple[tnn.Module, int, int]:
             m = L.Reshape(int(p["d"]), int(p["a"]), int(p["b"]), int(p["e"]), int(p["f"]))
         elif blk.kind == "rnn":
             if p["legacy"]:
-                raise SpecError(f"legacy clstm/ocropy RNN blocks are not supported: {blk.text!r}")
+                raise SpecError(f"legacy clstm/ocropy RNN blocks are not supported: {blk.source!r}")
             m = L.TransposedSummarizingRNN(
                 c,
                 int(p["out"]),
@@ -56,9 +56,9 @@ def _build_block(blk: Block, c: int, h: int) -> tuple[tnn.Module, int, int]:
         elif blk.kind == "output":
             dim, kind, n = int(p["dim"]), p["kind"], int(p["out"])
             if dim == 0:
-                raise SpecError(f"output layers over dimension 0 are not supported: {blk.text!r}")
+                raise SpecError(f"output layers over dimension 0 are not supported: {blk.source!r}")
             if dim == 2 and kind == "c":
-                raise SpecError(f"CTC output needs dimension 1: {blk.text!r}")
+                raise SpecError(f"CTC output needs dimension 1: {blk.source!r}")
             if dim == 1:
                 m = L.LinSoftmax(c, n, bool(p["aug"]))
             else:
@@ -66,7 +66,7 @@ def _build_block(blk: Block, c: int, h: int) -> tuple[tnn.Module, int, int]:
         elif blk.kind == "groupnorm":
             g = int(p["groups"])
             if c % g:
-                raise SpecError(f"group norm: {c} channels are not divisible into {g} groups: {blk.text!r}")
+                raise SpecError(f"group norm: {c} channels are not divisible into {g} groups: {blk.source!r}")
             m = L.GroupNorm(c, g)
         elif blk.kind == "addition":
             m = L.Addition(int(p["dim"]), int(p["chunk"]))
@@ -86,7 +86,7 @@ def _build_block(blk: Block, c: int, h: int) -> tuple[tnn.Module, int, int]:
                 kids.append((child.name, cm))
                 outs.append((cc, ch))
             if len({o[1] for o in outs}) != 1:
-                raise SpecError(f"parallel block {blk.text!r}: branch outputs differ in height {outs}")
+                raise SpecError(f"parallel block {blk.source!r}: branch outputs differ in height {outs}")
             return L.Parallel(kids), sum(o[0] for o in outs), outs[0][1]
         else:  # pragma: no cover - the parser only yields the kinds above
             raise SpecError(f"unknown block kind {blk.kind}")
@@ -94,9 +94,9 @@ def _build_block(blk: Block, c: int, h: int) -> tuple[tnn.Module, int, int]:
     except SpecError:
         raise
     except (ValueError, RuntimeError) as exc:
-        raise SpecError(f"VGSL block {blk.text!r} cannot be built on input of {c} channels, height {h}: {exc}") from None
+        raise SpecError(f"VGSL block {blk.source!r} cannot be built on input of {c} channels, height {h}: {exc}") from None
     if h and h2 <= 0:
-        raise SpecError(f"VGSL block {blk.text!r} reduces the height {h} to nothing")
+        raise SpecError(f"VGSL block {blk.source!r} reduces the height {h} to nothing")
     return m, c2, h2
 
 

@@ -62,6 +62,7 @@ class Block:
     params: dict[str, Any] = field(default_factory=dict)
     children: list[Block] = field(default_factory=list)
     text: str = ""
+    source: str = ""
 
     def named(self) -> str:
         if self.kind == "series":
@@ -124,7 +125,7 @@ def _parse_block(text: str, counter: _Counter) -> Block:
         if not inner:
             raise SpecError(f"invalid VGSL block {text!r}: empty {kind} block")
         children = [_parse_block(t, counter) for t in inner]
-        return Block(kind, " ".join(c.name for c in children), {}, children, text)
+        return Block(kind, " ".join(c.name for c in children), {}, children, text, text)
     for kind, pat in PATTERNS:
         m = pat.match(text)
         if m is None:
@@ -133,7 +134,7 @@ def _parse_block(text: str, counter: _Counter) -> Block:
         prefix = m.group("type") if kind == "rnn" else _PREFIX[kind]
         name = m.group("name") or f"{prefix}_{idx}"
         params = {k: v for k, v in m.groupdict().items() if k not in ("name",)}
-        return Block(kind, name, params, [], _insert_name(text, m, name))
+        return Block(kind, name, params, [], _insert_name(text, m, name), text)
     if text.startswith("W"):
         raise SpecError(f"invalid VGSL block {text!r}: wav2vec2 blocks are not supported in recognition models")
     raise SpecError(f"invalid VGSL block {text!r}")

@@ -1,0 +1,83 @@
+"""Helpers for the training tests: tiny data, tiny networks, fast runs."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import torch
+
+from scriba.config import GlobalConfig, TrainConfig
+from scriba.vgsl import layers as _layers
+
+TINY_SPEC = "[1,16,0,1 Cr3,3,8 Mp2,2 S1(1x0)1,3 Lbx16]"
+
+
+def _patch_reshape() -> None:
+    # vgsl.layers.Reshape once overrode nn.Module._apply (used by .cpu()/.to()); keep the tests independent of it
+    if "_apply" in vars(_layers.Reshape) and "fn" not in _layers.Reshape._apply.__code__.co_varnames[:2]:
+        reshape = _layers.Reshape._apply
+        _layers.Reshape._reshape = reshape
+        del _layers.Reshape._apply
+
+        def forward(self, x, seq_lens=None):
+            w = x.shape[3]
+            o = self._reshape(x)
+            if seq_lens is not None and o.shape[3] != w:
+                seq_lens = (seq_lens.float() * (o.shape[3] / w)).long()
+            return o, seq_lens
+
+        def out_shape(self, c, h):
+            o = self._reshape(torch.zeros(1, c, h or 1, 8))
+            return o.shape[1], (o.shape[2] if h else 0)
+
+        _layers.Reshape.forward = forward
+        _layers.Reshape.out_shape = out_shape
+
+
+_patch_reshape()
+
+
+WORDS = ["ab", "cab", "bad", "dace", "faced", "bead", "cafe", "deaf", "bee", "fee", "ace", "dad"]
+
+
+def make_lines(folder: Path, n: int, seed: int = 0, prefix: str = "l") -> list[str]:
+    """``n`` synthetic path-format lines (PNG + .gt.txt) of a six-letter alphabet, rendered with PIL's font."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    rng = random.Random(seed)
+    font = ImageFont.load_default(size=18)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        text = " ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 4)))
+        width = int(ImageDraw.Draw(Image.new("L", (1, 1))).textlength(text, font=font)) + 12
+        im = Image.new("L", (width, 28), 255)
+        ImageDraw.Draw(im).text((6, 3), text, font=font, fill=0)
+        p = folder / f"{prefix}{i:03d}.png"
+        im.save(p)
+        p.with_suffix("").with_suffix(".gt.txt").write_text(text, encoding="utf-8")
+        paths.append(str(p))
+    return paths
+
+
+def tiny_config(synth: dict[str, list[str]], out: Path, **kw) -> TrainConfig:
+    values = dict(
+        training_data=synth["train"],
+        evaluation_data=synth["val"],
+        format_type="path",
+        spec=TINY_SPEC,
+        quit="fixed",
+        epochs=2,
+        batch_size=8,
+        lrate=3e-3,
+        checkpoint_path=str(out),
+    )
+    values.update(kw)
+    return TrainConfig(**values)
+
+
+def tiny_global(**kw) -> GlobalConfig:
+    values = dict(num_workers=0, num_threads=1, seed=7, deterministic=True)
+    values.update(kw)
+    return GlobalConfig(**values)

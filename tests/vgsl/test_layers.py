@@ -1,0 +1,109 @@
+"""Every VGSL block kind: output shapes, sequence lengths and padding invariance."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from scriba.vgsl import build_model
+
+torch.manual_seed(0)
+
+CASES = [
+    # spec body, expected (C, H) after the blocks
+    ("Cr3,3,8", (8, 16)),
+    ("Ct3,5,8,2,2", (8, 8)),
+    ("Cs3,3,4", (4, 16)),
+    ("Clr3,3,4,1,1,2,2", (4, 16)),
+    ("Cm3,3,4", (4, 16)),
+    ("Cl3,3,4", (4, 16)),
+    ("CTr3,3,4,2,2", (4, 31)),
+    ("Mp2,2", (1, 8)),
+    ("Mp3,2,1,1", (1, 14)),
+    ("Do0.2", (1, 16)),
+    ("Do0.2,2", (1, 16)),
+    ("Cr3,3,8 Gn4", (8, 16)),
+    ("Cr3,3,8 S1(1x0)1,3", (128, 1)),
+    ("Cr3,3,8 Lbx6", (12, 16)),
+    ("Cr3,3,8 Lfx6", (6, 16)),
+    ("Cr3,3,8 Lrx6", (6, 16)),
+    ("Cr3,3,8 Lby6", (12, 16)),
+    ("Cr3,3,8 Lfys6", (6, 1)),
+    ("Cr3,3,8 Gbx6", (12, 16)),
+    ("Cr3,3,8 O1c7", (7, 16)),
+    ("Cr3,3,8 O1ca7", (7, 16)),
+    ("Cr3,3,8 O2l7", (7, 16)),
+    ("Cr3,3,8 I", (8, 16)),
+    ("Cr3,3,8 A3,4", (4, 16)),
+    ("[Cr3,3,8 Mp2,2] Cr3,3,4", (4, 8)),
+    ("(Cr3,3,8 Ct3,3,4)", (12, 16)),
+]
+
+
+@pytest.mark.parametrize("body,shape", CASES)
+def test_shapes_and_padding_invariance(body, shape):
+    m = build_model(f"[1,16,0,1 {body}]").eval()
+    assert m.output_shape == shape
+    widths = [37, 20, 9]
+    lines = [torch.rand(1, 16, w) for w in widths]
+    batch = torch.zeros(3, 1, 16, max(widths))
+    for i, x in enumerate(lines):
+        batch[i, :, :, : x.shape[-1]] = x
+    with torch.no_grad():
+        out, lens = m(batch, torch.tensor(widths))
+        assert out.shape[1:3] == shape
+        for i, x in enumerate(lines):
+            single, slen = m(x[None], torch.tensor([x.shape[-1]]))
+            assert int(lens[i]) == int(slen[0])
+            n = int(slen[0])
+            assert torch.allclose(out[i, :, :, :n], single[0, :, :, :n], atol=1e-5), body
+            # padding frames stay zero so later layers see what an unpadded line sees
+            if "O" not in body and "Do" not in body:
+                assert out[i, :, :, n:].abs().max() == 0 if out.shape[-1] > n else True
+
+
+def test_summarizing_x_rnn_keeps_one_frame():
+    m = build_model("[1,8,0,1 Cr3,3,4 S1(1x0)1,3 Lbxs5]").eval()
+    out, lens = m(torch.rand(2, 1, 8, 30), torch.tensor([30, 12]))
+    assert out.shape == (2, 10, 1, 1)
+    assert lens.tolist() == [1, 1]
+    single, _ = m(torch.rand(1, 1, 8, 12) * 0 + 0.5, torch.tensor([12]))
+    assert single.shape == (1, 10, 1, 1)
+
+
+def test_conv_stride_lengths():
+    m = build_model("[1,16,0,1 Cr3,3,4,2,2 Mp2,2]")
+    _, lens = m(torch.rand(2, 1, 16, 41), torch.tensor([41, 10]))
+    assert lens.tolist() == [10, 2]
+
+
+def test_sigmoid_logits_in_training():
+    m = build_model("[1,4,0,1 Cs1,1,1]")
+    x = torch.full((1, 1, 4, 4), 5.0)
+    m.train()
+    o_train, _ = m(x)
+    m.eval()
+    o_eval, _ = m(x)
+    assert torch.allclose(torch.sigmoid(o_train), o_eval)
+
+
+def test_resize_and_append_output():
+    m = build_model("[1,16,0,1 Cr3,3,8 S1(1x0)1,3 O1c5]")
+    w = m.nn[-1].lin.weight.detach().clone()
+    m.resize_output(7, del_labels=[1])
+    assert m.nn[-1].lin.weight.shape == (7, 128)
+    assert torch.equal(m.nn[-1].lin.weight[0], w[0]) and torch.equal(m.nn[-1].lin.weight[1], w[2])
+    assert m.spec.endswith("O{O_2}1c7]")
+    m.append_output(9)
+    assert m.spec.endswith("O{O_3}1c9]")
+    out, _ = m(torch.rand(1, 1, 16, 10))
+    assert out.shape[1] == 9
+
+
+def test_layers_run_separately():
+    m = build_model("[1,16,0,1 Cr3,3,8 Mp2,2 S1(1x0)1,3 Lbx6 O1c5]").eval()
+    x, lens = torch.rand(2, 1, 16, 20), torch.tensor([20, 14])
+    full, flens = m(x, lens)
+    front, mid = m.nn[:3](x, lens)
+    rest, rlens = m.nn[3:](front, mid)
+    assert torch.allclose(full, rest) and torch.equal(flens, rlens)
