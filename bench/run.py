@@ -201,6 +201,10 @@ def run_measured(name: str, cmd: list[str], cwd: Path, timeout: float, env: dict
                     break
                 time.sleep(0.2)
         rec["rc"] = p.returncode
+        if watch is not None and watch.exists():  # files written while shutting down
+            for f in watch.iterdir():
+                if f.name not in seen and f.suffix in (".ckpt", ".safetensors", ".mlmodel"):
+                    seen[f.name] = f.stat().st_mtime - t0
     except Exception as e:  # never crash the benchmark
         rec["rc"] = None
         status = f"harness error: {type(e).__name__}: {e}"
@@ -851,7 +855,8 @@ def write_results(b: Bench, path: Path) -> None:
         sg = [r.get("gflops_per_s") for r in sc]
         bp = peak.get("bf16_gflops")
         rows.append(f"| -B {bs}, scriba `--precision bf16-mixed` | (kraken fp32 as above) | {_f(mn(sr), 2)} / "
-                    f"{_f(med(sr), 2)} | {_ratio(med(sr), kb)} vs kraken -B {bs}; {_ratio(med(sr), k1)} vs kraken -B 1 "
+                    f"{_f(med(sr), 2)} | {_ratio(med(sr), kb)} vs kraken -B {bs}"
+                    f"{'' if bs == 1 else '; ' + _ratio(med(sr), k1) + ' vs kraken -B 1'} "
                     f"| — | — / {_f(med(sg))} ({_f(med(sg) / bp, 0, pct=True) if (med(sg) and bp) else '—'} of bf16 "
                     f"peak); last val CER {_f(med([r.get('last_val_cer') for r in sc]), 1, pct=True)} |")
     if rows:
@@ -889,15 +894,18 @@ def write_results(b: Bench, path: Path) -> None:
     a = by("accuracy")
     if a:
         L.append(f"## Accuracy at equal epochs ({s['acc_epochs']} epochs, -B {s['acc_batch']}, same spec and lr)\n")
-        L.append("| trained by | val CER per epoch | test CER by kraken `ketos test` | test CER by scriba `ketos test` |")
-        L.append("|---|---|---|---|")
+        L.append("| trained by | val CER per epoch | test CER by kraken `ketos test` | test CER by scriba `ketos test` "
+                 "| difference (points) |")
+        L.append("|---|---|---|---|---|")
         for t in TOOLS:
             for r in by("accuracy", tool=t):
                 vc = ", ".join(_f(x, 1, pct=True) for x in r.get("val_cer_per_epoch", [])) or "—"
                 tk = by("accuracy_test", tool=t, tester="kraken")
                 ts = by("accuracy_test", tool=t, tester="scriba")
-                L.append(f"| {t} ({r.get('status')}) | {vc} | {_f(tk[0].get('cer') if tk else None, 2, pct=True)} | "
-                         f"{_f(ts[0].get('cer') if ts else None, 2, pct=True)} |")
+                ck = tk[0].get("cer") if tk else None
+                cs = ts[0].get("cer") if ts else None
+                diff = _f(100 * abs(ck - cs), 2) if (ck is not None and cs is not None) else "—"
+                L.append(f"| {t} ({r.get('status')}) | {vc} | {_f(ck, 2, pct=True)} | {_f(cs, 2, pct=True)} | {diff} |")
         L.append("\nThe scriba row's kraken column is the *kraken loads a scriba safetensors* check: it should equal "
                  "the scriba column (issue 6: within 0.1 points).\n")
 
@@ -959,7 +967,8 @@ def write_results(b: Bench, path: Path) -> None:
     if not bad:
         L.append("none\n")
     for r in bad:
-        tail = "\n".join((r.get("tail") or "").strip().splitlines()[-12:])
+        tail = "\n".join([ln for ln in (r.get("tail") or "").strip().splitlines()
+                          if not ln.startswith("$ (")][-12:])
         L.append(f"### {r['name']}: {r.get('status')}\n")
         if r.get("cmd"):
             L.append(f"`{r['cmd']}`\n")

@@ -24,8 +24,25 @@ _LANCZOS = Image.Resampling.LANCZOS
 def _gauss_kernel(sigma: float) -> np.ndarray:
     radius = int(4.0 * sigma + 0.5)
     x = np.arange(-radius, radius + 1, dtype=np.float64)
-    k = np.exp(-0.5 / (sigma * sigma) * x * x)
+    # same operation order as scipy, so that the kernel matches it bit for bit
+    k = np.exp(-0.5 / (sigma * sigma) * x**2)
     return k / k.sum()
+
+
+def _gaussian_exact_1d(a: np.ndarray, sigma: float) -> np.ndarray:
+    """1-D Gaussian with 'reflect' borders summed in scipy's order (centre, then pairs from the outside in).
+
+    Its result is truncated to integers afterwards, so values that should be exact (a flat centerline)
+    must come out exactly as scipy computes them; an FFT would land just below and truncate one lower.
+    """
+    k = _gauss_kernel(sigma)
+    r = len(k) // 2
+    n = len(a)
+    padded = np.pad(a.astype(np.float64), (r, r), mode="symmetric")
+    out = padded[r : r + n] * k[r]
+    for j in range(r, 0, -1):
+        out = out + (padded[r - j : r - j + n] + padded[r + j : r + j + n]) * k[r - j]
+    return out
 
 
 def _correlate_rows(a: np.ndarray, kernel: np.ndarray, mode: str) -> np.ndarray:
@@ -108,7 +125,7 @@ class CenterNormalizer:
             box = _uniform(box, int(w), axis=1)
         smoothed = smoothed + 0.001 * box
         a = np.argmax(smoothed, axis=0).astype(np.float64)
-        a = _gaussian(a[None, :], h * self.extra, axis=1, mode="reflect")[0]
+        a = _gaussian_exact_1d(a, h * self.extra) if h * self.extra > 1e-15 else a
         # scipy writes a float result into the integer input's dtype by truncation
         self.center = np.trunc(a).astype(np.int64)
         deltas = np.abs(np.arange(h)[:, None] - self.center[None, :])

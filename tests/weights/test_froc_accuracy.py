@@ -1,0 +1,36 @@
+"""model_froc.mlmodel on published_split/test.lst with NFD text: kraken 7.1.1 counts 13426 chars, 1077 errors.
+
+kraken's counts come from references with each whitespace character replaced by a space and the ends
+stripped (no collapsing), compared with stripped predictions; the same conventions are used here.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+import pytest
+import torch
+from PIL import Image
+
+from scriba.weights import load_model
+
+
+@pytest.mark.slow
+def test_froc_error_count_matches_kraken(shared_data):
+    pytest.importorskip("coremltools")
+    from rapidfuzz.distance import Levenshtein
+
+    root = shared_data / "froc_mss"
+    paths = [p.strip() for p in open(root / "published_split" / "test.lst") if p.strip()]
+    refs = []
+    for p in paths:
+        raw = (root / p).with_suffix("").with_suffix(".gt.txt").read_text(encoding="utf-8").strip("\n\r")
+        refs.append(re.sub(r"\s", " ", unicodedata.normalize("NFD", raw)).strip())
+    model = load_model(root / "model_froc.mlmodel")
+    torch.set_num_threads(2)
+    preds = model.predict([Image.open(root / p) for p in paths], batch_size=16, center_normalize=True)
+    chars = sum(len(r) for r in refs)
+    errors = sum(Levenshtein.distance(r, p.text.strip()) for r, p in zip(refs, preds))
+    assert chars == 13426
+    assert errors == 1077
