@@ -6,30 +6,10 @@ import random
 from pathlib import Path
 
 import pytest
-import torch
 from PIL import Image, ImageDraw
-
-from scriba.vgsl import layers as _layers
 
 TINY_SPEC = "[1,16,0,1 Cr3,3,8 Mp2,2 S1(1x0)1,3 Lbx16]"
 
-
-def _guard_reshape() -> None:
-    # vgsl.layers.Reshape._apply (a tensor reshape) shadowed nn.Module._apply, which .to()/.cpu() use;
-    # dispatch on the argument until that is renamed, so these tests do not depend on the fix
-    reshape = vars(_layers.Reshape).get("_apply")
-    if reshape is None or "fn" in reshape.__code__.co_varnames[:2]:
-        return
-
-    def _apply(self, arg, *args, **kwargs):  # type: ignore[no-untyped-def]
-        if isinstance(arg, torch.Tensor):
-            return reshape(self, arg)
-        return torch.nn.Module._apply(self, arg, *args, **kwargs)
-
-    _layers.Reshape._apply = _apply
-
-
-_guard_reshape()
 
 WORDS = ["abc", "cab", "bad", "dab", "ace", "bead", "fade", "face", "cafe", "deaf", "bed", "fed"]
 

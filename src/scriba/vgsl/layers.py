@@ -167,7 +167,7 @@ class Reshape(nn.Module):
             src += 1
         return src, dest
 
-    def _apply(self, x: torch.Tensor) -> torch.Tensor:
+    def _reshape(self, x: torch.Tensor) -> torch.Tensor:
         shape = tuple(x.shape)
         x = x.reshape(shape[: self.src_dim] + (self.part_a, self.part_b) + shape[self.src_dim + 1 :])
         src, dest = self._plan()
@@ -182,12 +182,12 @@ class Reshape(nn.Module):
 
     def out_shape(self, c: int, h: int) -> tuple[int, int]:
         probe = torch.zeros(1, c, h or 1, 8)
-        o = self._apply(probe)
+        o = self._reshape(probe)
         return o.shape[1], (o.shape[2] if h else 0)
 
     def forward(self, x: torch.Tensor, seq_lens: Lens = None) -> tuple[torch.Tensor, Lens]:
         w = x.shape[3]
-        o = self._apply(x)
+        o = self._reshape(x)
         if seq_lens is not None and o.shape[3] != w:
             seq_lens = (seq_lens.float() * (o.shape[3] / w)).long()
         return o, seq_lens
