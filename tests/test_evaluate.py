@@ -131,3 +131,25 @@ def test_published_split_acceptance(froc: Path) -> None:
     assert result.tally.chars == 13426
     assert result.tally.errors == 1077
     assert f"{100 * result.tally.char_accuracy:.2f}" == "91.98"
+
+
+@pytest.mark.parametrize(
+    ("model", "force_off", "legacy"),
+    [
+        ("overfit_bl.safetensors", False, True),
+        ("overfit_bl.safetensors", True, False),
+        ("overfit_bl_newpoly.safetensors", False, False),
+    ],
+)
+def test_xml_defaults_follow_the_model(kraken_data: Path, model: str, force_off: bool, legacy: bool) -> None:
+    """Line type and legacy polygons come from the model unless --no-legacy-polygons; empty lines are noted."""
+    page = kraken_data / "170025120000003,0074-lite.xml"
+    cfg = C.TestConfig(
+        model=str(kraken_data / model), test_data=[str(page)], format_type="xml", no_legacy_polygons=force_off
+    )
+    result = run_test(cfg, G)
+    assert result.settings["legacy_polygons"] is legacy and result.legacy_polygons is legacy
+    assert {r.kind for r in result.records} == {"baselines"}
+    assert result.tally.lines_seen == 4
+    assert [s.reason for s in result.skipped] == ["empty transcription"]
+    assert result.tally.chars == sum(len(r.reference) for r in result.tally.lines) > 0

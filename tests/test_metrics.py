@@ -169,3 +169,13 @@ def test_keep_lines_off() -> None:
     t = Tally(keep_lines=False)
     t.add("ab", "b")
     assert t.errors == 1 and t.lines == [] and t.lines_seen == 1
+
+
+def test_prediction_normalizer() -> None:
+    from scriba.metrics import prediction_normalizer
+
+    norm = prediction_normalizer("NFD", True)
+    assert norm(" e\u0301\u00e9\u00a0 x ") == "e\u0301e\u0301  x"  # each space kept, ends stripped
+    assert prediction_normalizer(None, False)(" \u00e9 ") == " \u00e9 "
+    # no bidi reordering: predictions come out of the network in display order already
+    assert norm("\u05d0\u05d1 ab") == "\u05d0\u05d1 ab"

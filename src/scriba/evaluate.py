@@ -14,7 +14,6 @@ in ``--workers`` processes, and edit distances are computed by rapidfuzz.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -25,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from scriba.config import GlobalConfig, TestConfig
 from scriba.data.records import LineRecord, SkippedItem
 from scriba.errors import NoDataError, ScribaError, UsageError
-from scriba.metrics import Tally
+from scriba.metrics import Tally, prediction_normalizer
 
 if TYPE_CHECKING:
     import torch
@@ -35,7 +34,6 @@ if TYPE_CHECKING:
 
 __all__ = ["EvaluationResult", "evaluate", "run_test", "write_reports"]
 
-logger = logging.getLogger(__name__)
 
 _XML_FORMATS = ("xml", "alto", "page")
 # How many skipped lines a note lists by name before it only counts them.
@@ -195,8 +193,8 @@ def evaluate(
     import torch
     from torch.utils.data import DataLoader
 
+    from scriba.data.dataset import ignore_sigint
     from scriba.decode import decode_text
-    from scriba.text import TextTransform
 
     g = g or GlobalConfig()
     start = time.perf_counter()
@@ -215,9 +213,7 @@ def evaluate(
     if len(dataset) == 0:
         raise NoDataError("the test set has no lines")
 
-    pred_transform = TextTransform(
-        normalization=cfg.normalization, normalize_whitespace=cfg.normalize_whitespace, bidi_reordering=False
-    )
+    pred_transform = prediction_normalizer(cfg.normalization, cfg.normalize_whitespace)
     unencodable = _Unencodable(model.codec)
     device = _device(g.device)
     amp = _autocast_dtype(g.precision)
@@ -226,6 +222,7 @@ def evaluate(
         batch_sampler=_batches(dataset, max(1, cfg.batch_size)),
         num_workers=max(0, g.num_workers),
         collate_fn=_collate,
+        worker_init_fn=ignore_sigint,  # Ctrl-C is the main process's to handle, without a traceback per worker
         pin_memory=device.type == "cuda",
     )
     tally = Tally()
@@ -235,8 +232,7 @@ def evaluate(
     torch.set_num_threads(max(1, g.num_threads))
     was_training = model.training
     model.eval()
-    if any(p.device != device for p in model.parameters()):
-        model.to(device)
+    model.to(device)
     if g.precision == "64-true":
         model.double()
     show = progress if progress is not None else (g.verbose == 0 and _stderr_is_tty())
@@ -266,8 +262,6 @@ def evaluate(
         model.train(was_training)
     if tally.lines_seen == 0:
         raise NoDataError(f"none of the {len(dataset)} test lines could be evaluated ({skipped[0]})")
-    if missing_lines:
-        logger.warning("%d test line(s) contain characters the model cannot produce", missing_lines)
     return EvaluationResult(
         model=str(getattr(model, "path", "") or ""),
         name=str(meta.get("name", "") or ""),

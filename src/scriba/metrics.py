@@ -12,7 +12,7 @@ errors, to count insertions/deletions/substitutions and the confusion pairs.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +20,19 @@ from rapidfuzz.distance import Levenshtein
 
 from scriba.scripts import script
 
-__all__ = ["LineResult", "ScriptRow", "Tally"]
+__all__ = ["LineResult", "ScriptRow", "Tally", "prediction_normalizer"]
+
+
+def prediction_normalizer(normalization: str | None, normalize_whitespace: bool = True) -> Callable[[str], str]:
+    """What ``ketos test`` applies to decoded text before comparing it: ``-u`` and whitespace, no bidi.
+
+    Predictions are in display order already; references get the full text transform in the dataset.
+    Validation during training must use this too, or its accuracy would drift from ``ketos test``'s
+    (e.g. a trailing space in a prediction counts as an error in one and not the other).
+    """
+    from scriba.text import TextTransform
+
+    return TextTransform(normalization=normalization, normalize_whitespace=normalize_whitespace, bidi_reordering=False)
 
 
 @dataclass(slots=True)

@@ -261,3 +261,68 @@ def test_nan_batch_is_skipped(synth, tmp_path):
 
     r = train(tiny_config(synth, tmp_path, epochs=1), tiny_global(), callbacks=[OneBad()], progress=False)
     assert skipped["n"] == 1 and r.weights
+
+
+def test_load_checkpoint_starts_fresh_run(base_run, synth, tmp_path):
+    steps = []
+
+    class Spy(L.Callback):
+        def on_train_start(self, trainer, pl_module):
+            steps.append((trainer.current_epoch, trainer.global_step, len(trainer.optimizers[0].state)))
+
+    ckpt = Path(base_run.output_dir) / "checkpoint_last.ckpt"
+    r = train(tiny_config(synth, tmp_path, epochs=1, load=str(ckpt)), tiny_global(), callbacks=[Spy()],
+              progress=False)
+    assert steps == [(0, 0, 0)] and r.epochs == 1
+    first = torch.load(ckpt, map_location="cpu", weights_only=True)["scriba"]["codec"]
+    assert torch.load(tmp_path / "checkpoint_last.ckpt", weights_only=True)["scriba"]["codec"] == first
+
+
+def test_explicit_codec(synth, tmp_path):
+    chars = sorted(set("".join(Path(p).with_suffix("").with_suffix(".gt.txt").read_text() for p in synth["train"])))
+    codec = {c: [i + 3] for i, c in enumerate(chars)}
+    codec["ab"] = [1, 2]
+    r = train(tiny_config(synth, tmp_path, epochs=1, codec=codec), tiny_global(), progress=False)
+    from scriba.weights import load_model
+
+    model = load_model(r.weights)
+    assert model.codec.c2l == codec
+    assert model.nn[-1].lin.weight.shape[0] == len(chars) + 3
+
+
+def test_xml_pages(kraken_data, tmp_path):
+    page = kraken_data / "170025120000003,0074.xml"
+    cfg = tiny_config({"train": [str(page)], "val": []}, tmp_path, epochs=1, format_type="xml", evaluation_data=[],
+                      partition=0.8)
+    r = train(cfg, tiny_global(), progress=False)
+    assert r.train_lines + r.val_lines == 44 and r.weights
+    split = json.loads((tmp_path / PARTITION_FILE).read_text())
+    assert all("#" in k for k in split["validation"])
+    assert not (tmp_path / "partition_val.lst").exists()
+    from scriba.weights import load_model
+
+    assert load_model(r.weights).metadata["seg_type"] == "baselines"
+
+
+def test_rich_progress(synth, tmp_path):
+    r = train(tiny_config(synth, tmp_path, epochs=1), tiny_global(), progress=True)
+    assert r.lines_per_second and r.lines_per_second[0] > 0
+
+
+def test_learns_to_read(synth, tmp_path):
+    from PIL import Image
+
+    from scriba.weights import load_model
+
+    cfg = tiny_config(synth, tmp_path, epochs=25, batch_size=4, spec="[1,24,0,1 Cr3,3,16 Mp2,2 S1(1x0)1,3 Lbx48]")
+    r = train(cfg, tiny_global(), progress=False)
+    assert r.best_accuracy is not None and r.best_accuracy > 0.3
+    model = load_model(r.weights)
+    preds = model.predict([Image.open(p) for p in synth["val"]], batch_size=4)
+    refs = [Path(p).with_suffix("").with_suffix(".gt.txt").read_text() for p in synth["val"]]
+    from scriba.metrics import Tally
+
+    t = Tally()
+    for ref, pred in zip(refs, preds):
+        t.add(ref, pred.text)
+    assert t.char_accuracy == pytest.approx(r.best_accuracy, abs=1e-6)

@@ -26,6 +26,7 @@ PARTITION_FILE = "partition.json"
 PLOT_FILE = "training_curves.png"
 # preprocessed lines are kept in memory when both sets fit in this many bytes (SCRIBA_CACHE_MB overrides)
 CACHE_LIMIT = 3 * 1024**3
+VAL_BATCH = 16
 
 
 @dataclass
@@ -319,6 +320,8 @@ def train(
         train_ds,
         val_ds,
         cfg.batch_size,
+        # validation batches are width-bucketed, so batching them costs little padding even at -B 1
+        val_batch_size=max(cfg.batch_size, VAL_BATCH),
         num_workers=g.num_workers,
         seed=sampler_seed,
         pin_memory=accelerator == "gpu" or (accelerator == "auto" and torch.cuda.is_available()),
