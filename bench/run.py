@@ -10,7 +10,7 @@ scriba (.venv/bin/ketos, or $SCRIBA_KETOS) on the same data with the same spec, 
 `--threads`, alternating tools inside each repeat (the tool that goes first alternates between repeats), and
 reports min/median over repeats and the ratio scriba/kraken. Every measurement is its own subprocess with a
 timeout; a failure is recorded in RESULTS.md (with the log file's tail) and the run goes on. Raw records are
-kept in bench/work/results.json, logs in bench/work/logs/.
+kept in bench/work/<quick|full>/results.json, logs in bench/work/<quick|full>/logs/.
 
 Sections (--only): peak, flops, compile, train, defaults (throughput + time to accuracy at each tool's own
 defaults), accuracy (val/test CER at equal epochs, and kraken testing scriba's weights), eval, crosscer
@@ -252,6 +252,8 @@ class Bench:
         self.tag = "quick" if self.s["quick"] else "full"
         self.wdir = WORK / self.tag
         self.wdir.mkdir(parents=True, exist_ok=True)
+        global LOGS
+        LOGS = self.wdir / "logs"
         self.mdir = self.wdir / "manifests"
         self.mdir.mkdir(exist_ok=True)
         self.t_start = time.time()
@@ -412,7 +414,7 @@ class Bench:
         # checkpoints without kraken-style names: use their times in order
         if not eps:
             ck = sorted((t, f) for f, t in rec.get("files_seen", {}).items() if f.endswith(".ckpt")
-                        and "abort" not in f)
+                        and "abort" not in f and "last" not in f)
             for i, (t, f) in enumerate(ck):
                 eps[i] = {"epoch": i, "t": t, "val_accuracy": None, "file": f}
         return [eps[k] for k in sorted(eps)]
@@ -786,7 +788,7 @@ def write_results(b: Bench, path: Path) -> None:
              f"{os.cpu_count()} CPUs, `--device cpu --workers {s['workers']} --threads {s['threads']}` for both tools, "
              f"repeats {s['repeats']} (alternating tools; min / median shown). Data: `{DATA}`. "
              "Ratios are scriba/kraken (for throughput > 1 is better, for memory and time < 1 is better). "
-             "Raw records: `bench/work/" + b.tag + "/results.json`; logs: `bench/work/logs/`.\n")
+             "Raw records: `bench/work/" + b.tag + "/results.json`; logs: `bench/work/" + b.tag + "/logs/`.\n")
     if s["quick"]:
         L.append("**Quick mode:** tiny subsets, start-up dominated timings; only a harness check, not a benchmark.\n")
 
@@ -942,6 +944,8 @@ def write_results(b: Bench, path: Path) -> None:
         sc = next((r.get("cer") for r in c if r.get("tester") == "scriba"), None)
         rel = abs(kc - sc) / sc if (kc is not None and sc) else None
         verdict = "—" if rel is None else ("PASS" if rel <= 0.10 else "FAIL")
+        if sc is not None and sc > 0.5:
+            verdict += " (not meaningful: the model has not learnt to read yet, train longer)"
         L.append(f"test CER, kraken extracting lines: {_f(kc, 2, pct=True)}; scriba's own: {_f(sc, 2, pct=True)}; "
                  f"relative difference {_f(rel, 1, pct=True)} (limit 10 %): **{verdict}**\n")
         for r in by("crosscer"):

@@ -30,15 +30,17 @@ fi
 
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
+# the global pip config on these machines names local index folders that may be absent: hide that noise
+pip_quiet() { "${PIP[@]}" "$@" 2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2); }
 "${PIP[@]}" install -U pip >/dev/null 2>&1 || true
 
 # torch: prefer the local CPU wheel, else the CPU index
 TORCH_WHL="$(ls /opt/wheels/torch-${TORCH_VERSION}+cpu-*.whl 2>/dev/null | head -n1 || true)"
 if ! "$VENV/bin/python" -c "import torch,sys; sys.exit(0 if torch.__version__.split('+')[0]=='$TORCH_VERSION' else 1)" 2>/dev/null; then
     if [ -n "$TORCH_WHL" ]; then
-        "${PIP[@]}" install "$TORCH_WHL"
+        pip_quiet install "$TORCH_WHL"
     else
-        "${PIP[@]}" install "torch==${TORCH_VERSION}" --index-url https://download.pytorch.org/whl/cpu
+        pip_quiet install "torch==${TORCH_VERSION}" --index-url https://download.pytorch.org/whl/cpu
     fi
 fi
 TV="$("$VENV/bin/python" -c 'import torch; print(torch.__version__)')"
@@ -46,7 +48,7 @@ TV="$("$VENV/bin/python" -c 'import torch; print(torch.__version__)')"
 CONSTRAINTS="$VENV/constraints-bench.txt"
 echo "torch==${TV}" > "$CONSTRAINTS"
 # -c is additive to any global pip constraint file; the pin keeps torch at the CPU build.
-"${PIP[@]}" install -c "$CONSTRAINTS" "kraken==${KRAKEN_VERSION}" psutil
+pip_quiet install -c "$CONSTRAINTS" "kraken==${KRAKEN_VERSION}"
 
 # Patch torchvision's fake-kernel registrations of nms/qnms (venv only)
 "$VENV/bin/python" - <<'PYEOF'
