@@ -84,3 +84,13 @@ def test_empty_and_bad_batch_size():
     assert list(LengthBucketSampler([], 4)) == []
     with pytest.raises(ValueError):
         LengthBucketSampler([1], 0)
+
+
+def test_batch_composition_varies_even_in_one_pool():
+    widths = list(range(100, 132))
+    s = LengthBucketSampler(widths, 8, seed=0)
+    sets = []
+    for epoch in range(3):
+        s.set_epoch(epoch)
+        sets.append({frozenset(b) for b in s})
+    assert sets[0] != sets[1] != sets[2]

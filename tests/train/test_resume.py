@@ -45,7 +45,8 @@ class FailAt(L.Callback):
     def __init__(self, epoch: int, batch: int) -> None:
         self.epoch, self.batch = epoch, batch
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        # before the step: the batch is half-done when the exception arrives
         if trainer.current_epoch == self.epoch and batch_idx == self.batch:
             raise RuntimeError("boom")
 
@@ -72,6 +73,21 @@ def test_sigint_mid_epoch_then_resume_matches(synth, tmp_path, reference):
     assert _same_final_weights(tmp_path, reference.output_dir)
 
 
+class SignalInValidation(L.Callback):
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        if trainer.current_epoch == 1 and batch_idx == 0:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_sigint_during_validation_finishes_it_first(synth, tmp_path, reference):
+    r = train(_cfg(synth, tmp_path), tiny_global(), callbacks=[SignalInValidation()], progress=False)
+    assert r.stopped == "interrupted"
+    assert [h["completed_epoch"] for h in r.history] == [0, 1]
+    resumed = train(TrainConfig(resume=str(tmp_path / ABORT_CHECKPOINT)), tiny_global(), progress=False)
+    assert _val(resumed.history) == _val(reference.history)
+    assert _same_final_weights(tmp_path, reference.output_dir)
+
+
 def test_sigterm_then_resume_from_regular_checkpoint(synth, tmp_path, reference):
     r = train(_cfg(synth, tmp_path), tiny_global(), callbacks=[SignalAt(2, 0, signal.SIGTERM)], progress=False)
     assert r.stopped == "interrupted" and (tmp_path / ABORT_CHECKPOINT).exists()
@@ -85,9 +101,10 @@ def test_sigterm_then_resume_from_regular_checkpoint(synth, tmp_path, reference)
     assert _same_final_weights(tmp_path, reference.output_dir)
 
 
-def test_exception_writes_abort_checkpoint_and_resumes(synth, tmp_path, reference):
+@pytest.mark.parametrize("batch", [0, 2])
+def test_exception_writes_abort_checkpoint_and_resumes(synth, tmp_path, reference, batch):
     with pytest.raises(RuntimeError, match="boom"):
-        train(_cfg(synth, tmp_path), tiny_global(), callbacks=[FailAt(1, 2)], progress=False)
+        train(_cfg(synth, tmp_path), tiny_global(), callbacks=[FailAt(1, batch)], progress=False)
     abort = tmp_path / ABORT_CHECKPOINT
     assert abort.exists()
     resumed = train(TrainConfig(resume=str(abort)), tiny_global(), progress=False)
@@ -103,3 +120,59 @@ def test_resume_needs_a_scriba_checkpoint(tmp_path):
     torch.save({"state_dict": {}}, bogus)
     with pytest.raises(ScribaError):
         train(TrainConfig(resume=str(bogus)), tiny_global(), progress=False)
+
+
+def test_ctrl_c_from_the_terminal_with_worker_processes(synth, tmp_path):
+    """SIGINT to the whole process group (what a terminal sends): workers ignore it, the main process stops."""
+    import json
+    import subprocess
+    import sys
+    import time
+
+    script = (
+        "import json, sys\n"
+        "from train_helpers import tiny_config, tiny_global\n"
+        "from scriba.train.job import train\n"
+        "synth = json.loads(sys.argv[1])\n"
+        "r = train(tiny_config(synth, sys.argv[2], epochs=200, augment=True), tiny_global(num_workers=1),"
+        " progress=False)\n"
+        "print('STOPPED', r.stopped, r.abort_checkpoint)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(__file__))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, json.dumps(synth), str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.time() + 120
+        while not (tmp_path / "checkpoint_last.ckpt").exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-2000:]
+    assert f"STOPPED interrupted {tmp_path / ABORT_CHECKPOINT}" in out
+    assert "SIGINT received" in err
+    ck = torch.load(tmp_path / ABORT_CHECKPOINT, map_location="cpu", weights_only=True)
+    assert ck["epoch"] >= 1
+
+
+def test_interrupt_with_micro_batches_waits_for_the_optimizer_step(synth, tmp_path, monkeypatch):
+    import scriba.train.job as J
+
+    monkeypatch.setattr(J, "MICRO_PIXELS", 1)  # batches of 8 run as 8 passes of one line
+    ref = train(_cfg(synth, tmp_path / "ref"), tiny_global(device="cpu"), progress=False)
+    out = tmp_path / "run"
+    r = train(_cfg(synth, out), tiny_global(device="cpu"), callbacks=[SignalAt(1, 3, signal.SIGINT)], progress=False)
+    assert r.stopped == "interrupted"
+    ck = torch.load(out / ABORT_CHECKPOINT, map_location="cpu", weights_only=True)
+    assert ck["global_step"] == 5  # 4 steps in epoch 0, then the window holding micro-batch 3 of epoch 1
+    resumed = train(TrainConfig(resume=str(out / ABORT_CHECKPOINT)), tiny_global(device="cpu"), progress=False)
+    assert _val(resumed.history) == _val(ref.history)
+    assert _same_final_weights(out, ref.output_dir)

@@ -5,37 +5,9 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-import torch
-
 from scriba.config import GlobalConfig, TrainConfig
-from scriba.vgsl import layers as _layers
 
 TINY_SPEC = "[1,16,0,1 Cr3,3,8 Mp2,2 S1(1x0)1,3 Lbx16]"
-
-
-def _patch_reshape() -> None:
-    # vgsl.layers.Reshape once overrode nn.Module._apply (used by .cpu()/.to()); keep the tests independent of it
-    if "_apply" in vars(_layers.Reshape) and "fn" not in _layers.Reshape._apply.__code__.co_varnames[:2]:
-        reshape = _layers.Reshape._apply
-        _layers.Reshape._reshape = reshape
-        del _layers.Reshape._apply
-
-        def forward(self, x, seq_lens=None):
-            w = x.shape[3]
-            o = self._reshape(x)
-            if seq_lens is not None and o.shape[3] != w:
-                seq_lens = (seq_lens.float() * (o.shape[3] / w)).long()
-            return o, seq_lens
-
-        def out_shape(self, c, h):
-            o = self._reshape(torch.zeros(1, c, h or 1, 8))
-            return o.shape[1], (o.shape[2] if h else 0)
-
-        _layers.Reshape.forward = forward
-        _layers.Reshape.out_shape = out_shape
-
-
-_patch_reshape()
 
 
 WORDS = ["ab", "cab", "bad", "dace", "faced", "bead", "cafe", "deaf", "bee", "fee", "ace", "dad"]

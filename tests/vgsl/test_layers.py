@@ -107,3 +107,84 @@ def test_layers_run_separately():
     front, mid = m.nn[:3](x, lens)
     rest, rlens = m.nn[3:](front, mid)
     assert torch.allclose(full, rest) and torch.equal(flens, rlens)
+
+
+@pytest.mark.parametrize("cell", ["L", "G"])
+@pytest.mark.parametrize("direction,summarize", [("b", False), ("f", False), ("b", True)])
+def test_padded_rnn_matches_packed_sequences(cell, direction, summarize):
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    from scriba.vgsl.layers import TransposedSummarizingRNN
+
+    torch.manual_seed(3)
+    rnn = TransposedSummarizingRNN(5, 4, direction, summarize=summarize, cell=cell).eval()
+    lens = torch.tensor([11, 4, 7, 11, 1])
+    x = torch.rand(5, 5, 1, 11) * (torch.arange(11)[None, :] < lens[:, None])[:, None, None, :]
+    with torch.no_grad():
+        out, olens = rnn(x, lens)
+        packed = pack_padded_sequence(x[:, :, 0].transpose(1, 2), lens, batch_first=True, enforce_sorted=False)
+        ref, _ = pad_packed_sequence(rnn.layer(packed)[0], batch_first=True, total_length=11)
+    if summarize:
+        ref = ref[torch.arange(5), lens - 1][:, None]
+        assert olens.tolist() == [1] * 5
+    ref = ref.transpose(1, 2)[:, :, None]
+    assert out.shape == ref.shape
+    assert torch.allclose(out, ref, atol=1e-6)
+
+
+def test_padded_rnn_trains():
+    m = build_model("[1,8,0,1 Cr3,3,4 S1(1x0)1,3 Lbx6 O1c5]").train()
+    out, _ = m(torch.rand(3, 1, 8, 20), torch.tensor([20, 9, 14]))
+    out.sum().backward()
+    assert all(p.grad is not None for p in m.parameters())
+
+
+def test_batched_inference_runs_in_slices_with_the_same_result():
+    from scriba.vgsl import model as model_mod
+
+    m = build_model("[1,16,0,1 Cr3,3,8 Mp2,2 S1(1x0)1,3 Lbx6 O1c5]").eval()
+    widths = torch.tensor([20, 120, 57, 119, 3])
+    x = torch.rand(5, 1, 16, 120) * (torch.arange(120)[None, :] < widths[:, None])[:, None, None, :]
+    with torch.enable_grad():  # one pass (slices are for inference only)
+        ref, ref_lens = m(x, widths)
+    old = model_mod._SLICE_VALUES
+    model_mod._SLICE_VALUES = 2 * 16 * 120  # two lines per slice
+    try:
+        with torch.no_grad():
+            out, lens = m(x, widths)
+    finally:
+        model_mod._SLICE_VALUES = old
+    assert out.shape == ref.shape and torch.equal(lens, ref_lens)
+    assert torch.allclose(out, ref.detach(), atol=1e-5)
+
+
+def test_channels_last_one_channel():
+    from scriba.vgsl.layers import channels_last
+
+    x = torch.rand(2, 1, 5, 7)
+    y = channels_last(x)
+    assert torch.equal(x, y) and y.stride() == (35, 1, 7, 1)
+    z = channels_last(torch.rand(2, 3, 5, 7))
+    assert z.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_mask_frames_in_place_for_inference():
+    from scriba.vgsl.layers import mask_frames
+
+    x = torch.rand(3, 2, 4, 6)
+    lens = torch.tensor([6, 2, 0])
+    expected = x * (torch.arange(6)[None, :] < lens[:, None])[:, None, None, :]
+    with torch.no_grad():
+        assert torch.equal(mask_frames(x.clone(), lens), expected)
+    assert mask_frames(x, torch.tensor([6, 6, 6])) is x
+
+
+def test_loaded_networks_skip_initialisation(monkeypatch):
+    # orthogonal initialisation costs seconds of QR decompositions for weights that loading overwrites
+    def boom(*a, **k):
+        raise AssertionError("initialised")
+
+    monkeypatch.setattr(torch.nn.init, "orthogonal_", boom)
+    build_model("[1,8,0,1 Cr3,3,4 S1(1x0)1,3 Lbx6 O1c5]", init=False)
+    with pytest.raises(AssertionError):
+        build_model("[1,8,0,1 Cr3,3,4 S1(1x0)1,3 Lbx6 O1c5]")

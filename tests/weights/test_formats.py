@@ -103,3 +103,23 @@ def test_truncated_safetensors_writes_nothing(tmp_path):
 def test_convert_needs_inputs(tmp_path):
     with pytest.raises(UsageError):
         convert([], tmp_path / "x.safetensors")
+
+
+def test_coreml_io_does_not_import_coremltools(tmp_path):
+    # importing coremltools (its converters) took ~2 s of every `ketos test` start; only its protobuf classes
+    # are needed, and they must still agree with coremltools' own once that is imported
+    pytest.importorskip("coremltools")
+    import subprocess
+    import sys
+
+    path = save_weights(_model(), tmp_path / "m.mlmodel", "coreml")
+    code = (
+        "import sys\n"
+        "from scriba.weights import load_model\n"
+        f"m = load_model({str(path)!r})\n"
+        "assert 'coremltools' not in sys.modules, 'coremltools imported'\n"
+        "from coremltools.proto import Model_pb2\n"
+        f"spec = Model_pb2.Model.FromString(open({str(path)!r}, 'rb').read())\n"
+        "assert spec.description.metadata.userDefined['vgsl'] == m.spec\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)

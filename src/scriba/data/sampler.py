@@ -1,7 +1,8 @@
 """Length-bucketed batches: lines of similar width go together, so little compute is spent on padding.
 
 Each epoch the lines are shuffled, cut into pools of ``pool_batches`` batches, each pool is sorted by width
-and cut into batches, and the batches are shuffled. Everything is drawn from a generator seeded with
+(randomly perturbed by up to ``jitter``, so that batches mix differently every epoch) and cut into batches,
+and the batches are shuffled. Everything is drawn from a generator seeded with
 ``(seed, epoch)``, so an epoch's batches depend only on the seed and the epoch number: a resumed run sees
 the same batches as an uninterrupted one. ``load_state_dict`` can also skip the batches of an epoch that
 were consumed before an interruption.
@@ -30,6 +31,8 @@ class LengthBucketSampler(Sampler):
         seed: int = 0,
         pool_batches: int = 50,
         with_seeds: bool = False,
+        jitter: float = 0.03,
+        micro_batch: int | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch size must be positive, got {batch_size}")
@@ -39,13 +42,17 @@ class LengthBucketSampler(Sampler):
         self.seed = int(seed)
         self.pool = max(1, pool_batches) * batch_size
         self.with_seeds = with_seeds
+        self.jitter = jitter
+        # each batch is handed out as chunks of this many lines (gradient accumulation does the rest)
+        self.micro = micro_batch if micro_batch and micro_batch < batch_size else batch_size
         self.epoch = 0
         self._skip = 0
         # number of this epoch's batches that training has finished (set by the training loop)
         self.consumed = 0
 
     def __len__(self) -> int:
-        return (len(self.widths) + self.batch_size - 1) // self.batch_size
+        n, b, m = len(self.widths), self.batch_size, self.micro
+        return (n // b) * -(-b // m) + -(-(n % b) // m)
 
     def set_epoch(self, epoch: int) -> None:
         if epoch != self.epoch:
@@ -54,8 +61,13 @@ class LengthBucketSampler(Sampler):
             self.consumed = 0
 
     def batches(self, epoch: int | None = None) -> list[list[int]]:
-        """All batches of an epoch, in order (indices only)."""
-        epoch = self.epoch if epoch is None else epoch
+        """All batches (micro-batches, if set) of an epoch, in order (indices only)."""
+        full = self._full_batches(self.epoch if epoch is None else epoch)
+        if self.micro >= self.batch_size:
+            return full
+        return [b[i : i + self.micro] for b in full for i in range(0, len(b), self.micro)]
+
+    def _full_batches(self, epoch: int) -> list[list[int]]:
         n = len(self.widths)
         if n == 0:
             return []
@@ -65,10 +77,14 @@ class LengthBucketSampler(Sampler):
             return [order[i : i + self.batch_size].tolist() for i in range(0, n, self.batch_size)]
         g = self._generator(epoch)
         perm = torch.randperm(n, generator=g)
+        # sorting by a slightly noisy width changes which lines share a batch from epoch to epoch (even when
+        # the whole set fits in one pool) at the cost of a little padding
+        noise = torch.empty(n).uniform_(-self.jitter, self.jitter, generator=g).exp()
+        keys = self.widths.float() * noise
         out: list[list[int]] = []
         for start in range(0, n, self.pool):
             chunk = perm[start : start + self.pool]
-            chunk = chunk[torch.argsort(self.widths[chunk], descending=True, stable=True)]
+            chunk = chunk[torch.argsort(keys[chunk], descending=True, stable=True)]
             out.extend(chunk[i : i + self.batch_size].tolist() for i in range(0, len(chunk), self.batch_size))
         return [out[i] for i in torch.randperm(len(out), generator=g).tolist()]
 

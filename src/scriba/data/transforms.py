@@ -12,6 +12,9 @@ model trained on its output is sensitive to the exact line placement.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 from PIL import Image
@@ -19,6 +22,9 @@ from PIL import Image
 from scriba.errors import InputError
 
 _LANCZOS = Image.Resampling.LANCZOS
+# torchvision's ``ToDtype(float32, scale=True)`` (kraken's conversion) computes ``float32(x) * float32(1/255)``,
+# which differs from ``x / 255`` in the last bit for some values.
+_INVERT_BASE = np.arange(256, dtype=np.float32) * np.float32(1.0 / 255)
 
 
 def _gauss_kernel(sigma: float) -> np.ndarray:
@@ -45,44 +51,103 @@ def _gaussian_exact_1d(a: np.ndarray, sigma: float) -> np.ndarray:
     return out
 
 
-def _correlate_rows(a: np.ndarray, kernel: np.ndarray, mode: str) -> np.ndarray:
-    """Correlates every row of 2-D ``a`` with a symmetric odd ``kernel`` (scipy 'constant'=0 / 'reflect').
+# Up to this many samples along the filtered axis the correlation is a matrix product; beyond, an FFT.
+_DIRECT_MAX = 384
 
-    Kernels reach several line heights, so the correlation runs as an FFT product (float64).
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """Runs torch ops on one thread: a product this small spends more waiting for a second (busy) core than
+    computing (about 10x slower on a loaded 2-core machine; numpy's BLAS, which ignores torch's setting, too)."""
+    threads = torch.get_num_threads()
+    if threads == 1:  # DataLoader workers already run on one thread
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fast_len(n: int) -> int:
+    """The smallest 2^a 3^b 5^c >= n: lengths pocketfft transforms quickly (often far below the next power of 2)."""
+    best = 1 << (n - 1).bit_length()
+    p5 = 1
+    while p5 < best:
+        p35 = p5
+        while p35 < best:
+            p = p35
+            while p < n:
+                p *= 2
+            best = min(best, p)
+            p35 *= 3
+        p5 *= 5
+    return best
+
+
+def _correlate(a: np.ndarray, kernel: np.ndarray, axis: int) -> np.ndarray:
+    """Correlates 2-D float64 ``a`` along ``axis`` with a symmetric odd ``kernel``, zeros beyond the edges.
+
+    Taps farther than the signal is long only ever meet zeros, so the kernel is cut to them first. Short axes
+    (line heights) use a Toeplitz matrix product: direct sums, with rounding relative to each value like
+    scipy's, and far fewer operations than an FFT of a kernel wider than the signal. Long axes use an FFT of
+    the fewest samples free of wrap-around in the part that is kept.
     """
-    r = len(kernel) // 2
-    n = a.shape[1]
-    if mode == "constant":
-        padded = np.pad(a, ((0, 0), (r, r)))
-    else:
-        padded = np.pad(a, ((0, 0), (r, r)), mode="symmetric")
-    size = padded.shape[1] + len(kernel) - 1
-    nfft = 1 << (size - 1).bit_length()
-    spec = np.fft.rfft(padded, nfft, axis=1) * np.fft.rfft(kernel, nfft)[None, :]
-    full = np.fft.irfft(spec, nfft, axis=1)
-    return full[:, 2 * r : 2 * r + n]
+    n = a.shape[axis]
+    r = min(len(kernel) // 2, n - 1)
+    kernel = kernel[len(kernel) // 2 - r : len(kernel) // 2 + r + 1]
+    if n <= _DIRECT_MAX:
+        d = np.arange(n)[None, :] - np.arange(n)[:, None]
+        m = np.where(np.abs(d) <= r, kernel[np.clip(d + r, 0, 2 * r)], 0.0)
+        tm, ta = torch.from_numpy(m), torch.from_numpy(np.ascontiguousarray(a))
+        with _one_thread():
+            return (tm @ ta if axis == 0 else ta @ tm.T).numpy()
+    # linear convolution (a symmetric kernel's correlation) c = a * kernel; the output is c[r : r + n], which
+    # a circular convolution of length >= n + r leaves untouched by wrap-around
+    nfft = _fast_len(n + r)
+    spec = np.fft.rfft(a, nfft, axis=axis)
+    kspec = np.fft.rfft(kernel, nfft)
+    spec *= kspec[:, None] if axis == 0 else kspec[None, :]
+    full = np.fft.irfft(spec, nfft, axis=axis)
+    return full[r : r + n] if axis == 0 else full[:, r : r + n]
 
 
 def _gaussian(a: np.ndarray, sigma: float, axis: int, mode: str = "constant") -> np.ndarray:
+    """scipy ``gaussian_filter1d`` (truncate 4) on 2-D float64 ``a``; ``mode`` 'constant' (0) or 'reflect'."""
     if sigma <= 1e-15:
         return a
     k = _gauss_kernel(sigma)
-    if axis == 0:
-        return _correlate_rows(a.T, k, mode).T
-    return _correlate_rows(a, k, mode)
+    if mode == "constant":
+        return _correlate(a, k, axis)
+    r = len(k) // 2
+    pad = [(0, 0), (0, 0)]
+    pad[axis] = (r, r)
+    full = _correlate(np.pad(a, pad, mode="symmetric"), k, axis)
+    return full[r:-r] if axis == 0 else full[:, r:-r]
 
 
 def _uniform(a: np.ndarray, size: int, axis: int) -> np.ndarray:
-    """scipy ``uniform_filter1d`` with zero borders: window ``[i - size//2, i + size - size//2 - 1]``."""
+    """scipy ``uniform_filter1d`` with zero borders: window ``[i - size//2, i + size - size//2 - 1]``.
+
+    Window sums are differences of prefix sums; the prefix sums run along ``axis`` in place (no transposed
+    copy), and zeros beyond the edges become clipped indices.
+    """
     if size <= 1:
         return a
+    n = a.shape[axis]
     before = size // 2
-    after = size - before - 1
-    moved = np.moveaxis(a, axis, -1)
-    padded = np.pad(moved, [(0, 0)] * (moved.ndim - 1) + [(before + 1, after)])
-    c = np.cumsum(padded, axis=-1)
-    out = (c[..., size:] - c[..., :-size]) / size
-    return np.moveaxis(out, -1, axis)
+    shape = list(a.shape)
+    shape[axis] = n + 1
+    c = np.empty(shape)
+    lead = (slice(None),) * axis
+    c[lead + (0,)] = 0.0
+    np.cumsum(a, axis=axis, out=c[lead + (slice(1, None),)])
+    i = np.arange(n)
+    out = np.take(c, np.minimum(i + size - before, n), axis=axis)
+    out -= np.take(c, np.maximum(i - before, 0), axis=axis)
+    out /= size
+    return out
 
 
 def _bilinear_constant(img: np.ndarray, scale: float, out_h: int, out_w: int, cval: float) -> np.ndarray:
@@ -136,10 +201,11 @@ class CenterNormalizer:
 
     def dewarp(self, img: np.ndarray, cval: float) -> np.ndarray:
         h, w = img.shape
-        r = self.r
-        padded = np.vstack([np.full((r, w), cval, dtype=np.float64), img.astype(np.float64), np.full((r, w), cval)])
-        rows = self.center[None, :] + np.arange(2 * r)[:, None]
-        return padded[rows, np.arange(w)[None, :]].astype(np.float32)
+        rows = self.center[None, :] + np.arange(-self.r, self.r)[:, None]
+        out = img[np.clip(rows, 0, h - 1), np.arange(w)[None, :]].astype(np.float32)
+        # rows beyond the image are the background value (ocropy pads the image with it)
+        out[(rows < 0) | (rows >= h)] = cval
+        return out
 
     def normalize(self, img: np.ndarray, cval: float) -> np.ndarray:
         dewarped = self.dewarp(img, cval).astype(np.float64)
@@ -235,11 +301,16 @@ class LineTransform:
         return im
 
     def __call__(self, im: Image.Image) -> torch.Tensor:
-        im = self.to_image(im)
-        arr = np.asarray(im, dtype=np.uint8)
-        t = torch.from_numpy(arr.astype(np.float32) / 255.0)
-        t = t.permute(2, 0, 1) if t.dim() == 3 else t[None]
-        t = t.max() - t
+        arr = np.asarray(self.to_image(im), dtype=np.uint8)
+        if arr.ndim == 3:
+            arr = arr.transpose(2, 0, 1)
+        # One table lookup does kraken's to-float and ``max - x`` inversion with its exact float32 results, in
+        # numpy: torch would spread these small element-wise ops over its thread pool, which costs more than
+        # the work on a busy machine.
+        inverted = _INVERT_BASE[arr.max()] - _INVERT_BASE
+        t = torch.from_numpy(inverted[arr])
+        if t.dim() == 2:
+            t = t[None]
         if self.channel_height:
             t = t.permute(1, 0, 2)
         return t.contiguous()

@@ -157,12 +157,14 @@ class Interrupted(Exception):
 class RunState(L.Callback):
     """Resume bookkeeping and the abort checkpoint.
 
-    - Tells the train sampler how many batches of the epoch are done (its state goes into the checkpoint
-      through the stateful train loader), so a resumed run continues with the next batch.
+    - Sets the train batch sampler's epoch and tells it how many batches of the epoch are done (its state
+      goes into the checkpoint through the stateful train loader), so a resumed run continues with the next
+      batch of the same order.
     - Stores the RNG states at a batch boundary and restores them on resume: an interrupted and resumed
       deterministic run draws the same dropout masks as an uninterrupted one.
-    - Ctrl-C and SIGTERM: the first one asks Lightning to stop at the end of the current batch (its SIGTERM
-      mechanism); the exception that follows writes ``checkpoint_abort.ckpt``. A second Ctrl-C aborts at once.
+    - Ctrl-C and SIGTERM: the first one asks Lightning to stop at the end of the current training batch (its
+      SIGTERM mechanism; during validation, once validation is complete); the exception that follows writes
+      ``checkpoint_abort.ckpt``. A second Ctrl-C aborts at once.
     - Any other exception during fitting writes the abort checkpoint too, then propagates.
     """
 
@@ -176,6 +178,8 @@ class RunState(L.Callback):
         self._restore: dict[str, Any] | None = None
         self._training = False
         self._old_handlers: dict[int, Any] = {}
+        self._trainer: L.Trainer | None = None
+        self._deferred = False
 
     # -- signals -----------------------------------------------------------------------------------------------
 
@@ -189,16 +193,27 @@ class RunState(L.Callback):
             )
         elif signum == signal.SIGINT:
             raise KeyboardInterrupt
-        if signum == signal.SIGINT:
-            # Lightning's SIGTERM handler (installed during fit) stops the loops at a clean batch boundary
-            os.kill(os.getpid(), signal.SIGTERM)
+        if self._trainer is not None:
+            # stop only where a checkpoint holds everything: after a complete validation run, and after an
+            # optimizer step (gradients accumulated so far are not saved)
+            self._deferred = True
             return
-        old = self._old_handlers.get(signum)
+        self._notify_lightning()
+
+    def _notify_lightning(self) -> None:
+        # Lightning's SIGTERM handler makes its loops stop at the next clean batch boundary
+        old = self._old_handlers.get(signal.SIGTERM)
         if callable(old):
-            old(signum, frame)
+            old(signal.SIGTERM, None)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._deferred and _window_closed(trainer):
+            self._deferred = False
+            self._notify_lightning()
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._training = True
+        self._trainer = trainer
         # Lightning has registered its SIGTERM handler by now; both signals go through ours first
         try:
             for signum in (signal.SIGTERM, signal.SIGINT):
@@ -226,8 +241,9 @@ class RunState(L.Callback):
     # -- batches -----------------------------------------------------------------------------------------------
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.sampler is not None:
-            self.sampler.consumed = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+        # Lightning only sets the epoch of a loader's sampler, not of a batch sampler
+        if self.sampler is not None and hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(trainer.current_epoch)
 
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
@@ -241,6 +257,9 @@ class RunState(L.Callback):
         self._in_batch = False
         if self.sampler is not None:
             self.sampler.consumed = batch_idx + 1
+        if self._deferred and not trainer.validating and _window_closed(trainer):
+            self._deferred = False
+            self._notify_lightning()
 
     def state_dict(self) -> dict[str, Any]:
         # mid-batch (an exception inside a step), the batch will be redone: store the state from its start
@@ -264,6 +283,16 @@ class RunState(L.Callback):
         self.abort_path = str(path)
         if self.signal_name is None:
             logger.error("training failed (%s); its state was saved to %s", type(exception).__name__, path)
+
+
+def _window_closed(trainer: L.Trainer) -> bool:
+    """Whether the last training batch ended an accumulation window (Lightning's own rule)."""
+    accum = trainer.accumulate_grad_batches
+    if accum <= 1:
+        return True
+    loop = trainer.fit_loop.epoch_loop
+    done = loop.batch_progress.current.ready
+    return (loop.total_batch_idx + 1) % accum == 0 or done >= trainer.num_training_batches
 
 
 def _get_rng_state() -> dict[str, Any]:

@@ -83,8 +83,7 @@ def collect_lines(cfg: DataConfig, seed: int | None = None, split: dict[str, Any
     tt = text_transform(cfg)
     skipped: list[SkippedItem] = []
     train, train_texts = _read(cfg.training_data, cfg, skipped, tt)
-    for item in skipped:
-        logger.warning("left out: %s", item)
+    _report_skipped("training", skipped)
     if not train:
         raise NoDataError(
             f"no usable training lines in {len(cfg.training_data)} file(s) ({len(skipped)} item(s) left out; "
@@ -94,8 +93,7 @@ def collect_lines(cfg: DataConfig, seed: int | None = None, split: dict[str, Any
     if cfg.evaluation_data:
         n_skip = len(skipped)
         val, val_texts = _read(cfg.evaluation_data, cfg, skipped, tt)
-        for item in skipped[n_skip:]:
-            logger.warning("left out: %s", item)
+        _report_skipped("validation", skipped[n_skip:])
         info = {"mode": "explicit", "train_lines": len(train), "validation_lines": len(val)}
     else:
         keys = [record_key(r) for r in train]
@@ -132,6 +130,14 @@ def collect_lines(cfg: DataConfig, seed: int | None = None, split: dict[str, Any
             else f"no usable validation lines in {len(cfg.evaluation_data)} evaluation file(s)"
         )
     return LineSets(train, train_texts, val, val_texts, info, skipped)
+
+
+def _report_skipped(name: str, items: Sequence[SkippedItem], shown: int = 5) -> None:
+    """One warning per set: the first few items by name, then a count."""
+    if not items:
+        return
+    more = f" (and {len(items) - shown} more)" if len(items) > shown else ""
+    logger.warning("%d %s item(s) left out: %s%s", len(items), name, "; ".join(str(i) for i in items[:shown]), more)
 
 
 class _Tolerant:
@@ -188,6 +194,8 @@ class LineDataModule(L.LightningDataModule):
         seed: int = 0,
         pin_memory: bool = False,
         val_batch_size: int | None = None,
+        in_process_when_cached: bool = False,
+        micro_batch: int | None = None,
     ) -> None:
         super().__init__()
         self.train_set = train
@@ -196,20 +204,30 @@ class LineDataModule(L.LightningDataModule):
         self.val_batch_size = max(1, val_batch_size or batch_size)
         self.num_workers = num_workers
         self.pin_memory = pin_memory
+        # Cached lines cost a decompression per sample, nothing next to a CPU training step: worker processes
+        # would only add memory and compete for the cores. Augmentation still goes to the workers.
+        self.train_workers = num_workers
+        self.val_workers = num_workers
+        if in_process_when_cached:
+            if train.cached and train.augmenter is None:
+                self.train_workers = 0
+            if val.cached:
+                self.val_workers = 0
         self.train_sampler = LengthBucketSampler(
             train.estimated_widths(),
             self.batch_size,
             shuffle=True,
             seed=seed,
             with_seeds=train.augmenter is not None,
+            micro_batch=micro_batch,
         )
         self._train_loader: StatefulLoader | None = None
         self._val_loader: DataLoader | None = None
 
-    def _kwargs(self) -> dict[str, Any]:
+    def _kwargs(self, workers: int) -> dict[str, Any]:
         return {
-            "num_workers": self.num_workers,
-            "persistent_workers": self.num_workers > 0,
+            "num_workers": workers,
+            "persistent_workers": workers > 0,
             "pin_memory": self.pin_memory,
             # a private generator keeps loader start-up from consuming the global RNG (exact resumes)
             "generator": torch.Generator(),
@@ -222,7 +240,7 @@ class LineDataModule(L.LightningDataModule):
                 _Tolerant(self.train_set),
                 batch_sampler=self.train_sampler,
                 collate_fn=collate_or_none,
-                **self._kwargs(),
+                **self._kwargs(self.train_workers),
             )
         return self._train_loader
 
@@ -230,6 +248,9 @@ class LineDataModule(L.LightningDataModule):
         if self._val_loader is None:
             sampler = LengthBucketSampler(self.val_set.estimated_widths(), self.val_batch_size, shuffle=False)
             self._val_loader = DataLoader(
-                _Tolerant(self.val_set), batch_sampler=sampler, collate_fn=collate_or_none, **self._kwargs()
+                _Tolerant(self.val_set),
+                batch_sampler=sampler,
+                collate_fn=collate_or_none,
+                **self._kwargs(self.val_workers),
             )
         return self._val_loader

@@ -73,6 +73,9 @@ class RecognitionModule(L.LightningModule):
         self.ctc = nn.CTCLoss(reduction="sum", zero_infinity=True)
         self.history: list[dict[str, Any]] = []
         self.max_nonfinite = max_nonfinite
+        # batches split into micro-batches: Lightning divides each loss by the accumulation count, this puts the
+        # split's share back so that gradients equal those of the whole batch
+        self.loss_scale = 1.0
         self.nonfinite = 0
         self.skipped_batches = 0
         self._loss_sum = 0.0
@@ -121,7 +124,7 @@ class RecognitionModule(L.LightningModule):
         self._loss_sum += value * n
         self._loss_lines += n
         self.log("train_loss", value, on_step=True, on_epoch=True, batch_size=n)
-        return loss
+        return loss * self.loss_scale if self.loss_scale != 1.0 else loss
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         # all parameters, frozen ones included: they get no gradient (and no update) until unfrozen

@@ -53,7 +53,7 @@ def model_from_checkpoint(ckpt: dict[str, Any], path: str = "<checkpoint>") -> R
     except CodecError as exc:
         raise ModelError(f"invalid codec in checkpoint: {exc}", path=path) from None
     try:
-        model = build_model(entry["vgsl"], codec, **dict(entry.get("metadata") or {}))
+        model = build_model(entry["vgsl"], codec, init=False, **dict(entry.get("metadata") or {}))
     except ScribaError as exc:
         raise ModelError(f"cannot build network: {exc}", path=path) from None
     sd = ckpt.get("state_dict") or {}

@@ -7,11 +7,13 @@ with one bias that goes to ``bias_hh``), ``<name>_lin`` (inner product) and cust
 
 from __future__ import annotations
 
-import contextlib
+import importlib
+import importlib.util
 import json
-import logging
 import os
-from collections.abc import Iterator
+import sys
+import types
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,25 +29,34 @@ from scriba.weights.safetensors_io import load_state
 _GATES = ("inputGate", "forgetGate", "blockInput", "outputGate")  # torch order i, f, g, o
 
 
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    # coremltools logs version and native-library warnings on import that mean nothing for file I/O
-    logger = logging.getLogger("coremltools")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
+_PROTO_ALIAS = "_scriba_coremltools_proto"
 
 
 def _proto() -> Any:
+    """coremltools' generated protobuf classes, without importing coremltools itself.
+
+    ``import coremltools.proto`` first runs ``coremltools/__init__``, which loads its converters (about 2 s,
+    most of ``ketos test``'s start-up); the ``*_pb2`` modules only need protobuf. They are loaded from
+    coremltools' ``proto`` folder under a package of our own; protobuf accepts the same ``.proto`` files again
+    should coremltools itself be imported later.
+    """
+    mod = sys.modules.get(f"{_PROTO_ALIAS}.Model_pb2")
+    if mod is not None:
+        return mod
     try:
-        with _quiet():
-            from coremltools.proto import Model_pb2
-    except ImportError:
-        raise ModelError("reading or writing CoreML models needs coremltools (pip install 'scriba[coreml]')") from None
-    return Model_pb2
+        spec = importlib.util.find_spec("coremltools")
+    except (ImportError, ValueError):
+        spec = None
+    folder = Path(spec.submodule_search_locations[0]) / "proto" if spec and spec.submodule_search_locations else None
+    if folder is None or not (folder / "Model_pb2.py").is_file():
+        raise ModelError("reading or writing CoreML models needs coremltools (pip install 'scriba[coreml]')")
+    pkg = types.ModuleType(_PROTO_ALIAS)
+    pkg.__path__ = [str(folder)]
+    sys.modules.setdefault(_PROTO_ALIAS, pkg)
+    try:
+        return importlib.import_module(f"{_PROTO_ALIAS}.Model_pb2")
+    except ImportError as exc:
+        raise ModelError(f"cannot load coremltools' protobuf classes: {exc}") from None
 
 
 def _array(wp: Any) -> np.ndarray:
@@ -164,7 +175,7 @@ def read_coreml(path: str | os.PathLike[str]) -> RecognitionModel:
     if legacy:
         md.setdefault("seg_type", None)
     try:
-        model = build_model(vgsl, codec, **md)
+        model = build_model(vgsl, codec, init=False, **md)
     except ScribaError as exc:
         raise ModelError(f"cannot build network: {exc}", path=path) from None
     load_state(model, _state_from_layers(model, spec.neuralNetwork.layers, path), path)

@@ -75,7 +75,7 @@ def _model_from_meta(meta: dict[str, Any], state: dict[str, torch.Tensor], path:
     md = {k: v for k, v in meta.items() if k not in _RESERVED}
     md["model_type"] = meta.get("_tasks") or md.get("model_type") or []
     try:
-        model = build_model(spec, codec, **md)
+        model = build_model(spec, codec, init=False, **md)
     except ScribaError as exc:
         raise ModelError(f"cannot build network: {exc}", path=path) from None
     load_state(model, state, path)
