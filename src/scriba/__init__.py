@@ -14,6 +14,7 @@ _LAZY = {
     "load_model": ("scriba.weights.load", "load_model"),
     "train": ("scriba.train.job", "train"),
     "evaluate": ("scriba.evaluate", "evaluate"),
+    "pretrain": ("scriba.pretrain.job", "pretrain"),
     "compile_dataset": ("scriba.data.compile", "compile_dataset"),
 }
 

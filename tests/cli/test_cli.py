@@ -76,7 +76,11 @@ def recorded_train(monkeypatch):
     import scriba.train.job as job
 
     calls = []
-    monkeypatch.setattr(job, "train", lambda cfg, g: calls.append((cfg, g)))
+    def fake_train(cfg, g):
+        calls.append((cfg, g))
+        return job.TrainResult(output_dir=cfg.checkpoint_path)
+
+    monkeypatch.setattr(job, "train", fake_train)
     return calls
 
 
@@ -208,3 +212,13 @@ def test_resize_aliases_are_deprecated(experiment, recorded_train, capsys):
     assert rc == 0
     assert recorded_train[0][0].resize == "union"
     assert "deprecated" in err
+
+
+def test_interrupted_run_says_how_to_resume(experiment, monkeypatch, capsys):
+    import scriba.train.job as job
+
+    monkeypatch.setattr(job, "train", lambda cfg, g: job.TrainResult(
+        output_dir="m", stopped="interrupted", abort_checkpoint="m/checkpoint_abort.ckpt"))
+    rc, _, err = run_ketos(["train", "p1.xml"], capsys)
+    assert rc == 130
+    assert "--resume m/checkpoint_abort.ckpt" in err and "Traceback" not in err

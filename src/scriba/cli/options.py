@@ -60,7 +60,7 @@ def text_options(cls: type) -> list[Decorator]:
     ]
 
 
-def optim_options(cls: type, *, warmup_type: type = int) -> list[Decorator]:
+def optim_options(cls: type, *, warmup_type: type = int, min_delta_help: str | None = None) -> list[Decorator]:
     """Stopping, optimizer and learning-rate schedule options shared by train and pretrain."""
     d = lambda name: C.default(cls, name)  # noqa: E731
     return [
@@ -85,7 +85,7 @@ def optim_options(cls: type, *, warmup_type: type = int) -> list[Decorator]:
         click.option("--lag", type=click.IntRange(1), default=d("lag"),
                      help="Number of evaluations to wait before stopping training without improvement."),
         click.option("--min-delta", type=click.FloatRange(0), default=d("min_delta"),
-                     help="Minimum improvement between evaluations to reset early stopping."),
+                     help=min_delta_help or "Minimum improvement of the validation accuracy to reset early stopping."),
         click.option("--optimizer", type=click.Choice(C.OPTIMIZERS), default=d("optimizer"), help="Optimizer."),
         click.option("-r", "--lrate", type=click.FloatRange(0, min_open=True), default=d("lrate"),
                      help="Learning rate."),
@@ -123,6 +123,16 @@ def optim_options(cls: type, *, warmup_type: type = int) -> list[Decorator]:
         click.option("--legacy-polygons", is_flag=True, default=d("legacy_polygons"),
                      help="Use the legacy polygon extractor."),
     ]
+
+
+def report_run(result, noun: str = "model") -> None:
+    """Tell the user what a training run left behind; an interrupted run exits with status 130."""
+    if result.weights:
+        click.echo(f"best {noun}: {result.weights}")
+    if result.stopped == "interrupted":
+        where = result.abort_checkpoint or "the output directory"
+        click.echo(f"interrupted: state saved in {where}; continue with --resume {where}", err=True)
+        raise SystemExit(130)
 
 
 def ground_truth_argument(name: str = "ground_truth") -> Decorator:

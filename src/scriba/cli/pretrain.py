@@ -11,13 +11,17 @@ from scriba.errors import UsageError
 
 @click.command("pretrain")
 @O.apply(*O.data_format_options(C.PretrainConfig, manifests=("training_data", "evaluation_data")))
-@O.apply(*O.optim_options(C.PretrainConfig, warmup_type=float))
+@O.apply(*O.optim_options(
+    C.PretrainConfig, warmup_type=float,
+    min_delta_help="Minimum improvement to reset early stopping, as a fraction of the best validation loss "
+                   "(the delta scales with the best loss)."))
 @click.option("-mw", "--mask-width", type=click.IntRange(1), default=C.default(C.PretrainConfig, "mask_width"),
               help="Width of sampled masks at the scale of the subsampled tensor, e.g. 4x subsampling with mask "
                    "width 3 masks 12 pixels.")
 @click.option("-mp", "--mask-probability", "mask_prob", type=click.FloatRange(0, 1),
               default=C.default(C.PretrainConfig, "mask_prob"),
-              help="Probability of a position being the start of a mask.")
+              help="Probability of a position being the start of a mask; spans do not overlap, so this is "
+                   "also the expected share of each line that is masked.")
 @click.option("-nn", "--num-negatives", type=click.IntRange(1), default=C.default(C.PretrainConfig, "num_negatives"),
               help="Number of negative samples for the contrastive loss.")
 @click.option("-lt", "--logit-temp", type=click.FloatRange(0, min_open=True),
@@ -36,11 +40,7 @@ def command(g: C.GlobalConfig, ground_truth: tuple[str, ...], **opts) -> None:
         opts["evaluation_data"] = O.expand_inputs(opts["evaluation_data"], ())
         if not opts["training_data"]:
             raise UsageError("no training data was given: use -t/--training-data or pass files as arguments")
-        if opts["quit"] == "fixed" and opts["epochs"] <= 0:
-            raise UsageError("--quit fixed needs a positive number of --epochs")
         cfg = C.build(C.PretrainConfig, opts)
     from scriba.pretrain.job import pretrain
 
-    result = pretrain(cfg, g)
-    if getattr(result, "weights", None):
-        click.echo(f"best model: {result.weights}")
+    O.report_run(pretrain(cfg, g))

@@ -37,16 +37,10 @@ def command(g: C.GlobalConfig, ground_truth: tuple[str, ...], **opts) -> None:
         opts["evaluation_data"] = O.expand_inputs(opts["evaluation_data"], ())
         if not opts["training_data"]:
             raise UsageError("no training data was given: use -t/--training-data or pass files as arguments")
-        if opts["quit"] == "fixed" and opts["epochs"] <= 0:
-            raise UsageError("--quit fixed needs a positive number of --epochs")
-        if opts["freq"] > 1 and opts["freq"] != int(opts["freq"]):
-            raise UsageError("--freq above 1 must be a whole number of epochs")
         cfg = C.build(C.TrainConfig, opts)
     from scriba.train.job import train
 
-    result = train(cfg, g)
-    if getattr(result, "weights", None):
-        click.echo(f"best model: {result.weights}")
+    O.report_run(train(cfg, g))
 
 
 def load_codec_option(value):
