@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """scriba vs kraken 7.1.1 benchmark: one command, writes bench/RESULTS.md.
 
-    python3 bench/run.py --quick        # harness smoke test: few lines, 1-2 epochs, 1 repeat (~10-20 min)
-    python3 bench/run.py                # full benchmark (hours; run it on an otherwise idle machine)
+    python3 bench/run.py                   # = --profile short: time-boxed (~35 min on 2 cores) -> bench/RESULTS.md
+    python3 bench/run.py --profile full    # full benchmark (hours; run it on an otherwise idle machine)
+    python3 bench/run.py --profile quick   # harness smoke test: few lines, 1-2 epochs, 1 repeat
     python3 bench/run.py --only compile,eval --repeats 2     # a subset
 
 It (re)builds kraken's venv with bench/setup_kraken.sh, then runs kraken (bench/.venv-kraken/bin/ketos) and
@@ -10,7 +11,9 @@ scriba (.venv/bin/ketos, or $SCRIBA_KETOS) on the same data with the same spec, 
 `--threads`, alternating tools inside each repeat (the tool that goes first alternates between repeats), and
 reports min/median over repeats and the ratio scriba/kraken. Every measurement is its own subprocess with a
 timeout; a failure is recorded in RESULTS.md (with the log file's tail) and the run goes on. Raw records are
-kept in bench/work/<quick|full>/results.json, logs in bench/work/<quick|full>/logs/.
+kept in bench/work/<profile>/results.json, logs in bench/work/<profile>/logs/. The short profile is time-boxed:
+each section has a budget (SHORT_SECTION_BUDGET) and the whole run --budget seconds (2100); a command gets at
+most the time left and one that would start after the box is recorded as not run.
 
 Sections (--only): peak, flops, compile, train, defaults (throughput + time to accuracy at each tool's own
 defaults), accuracy (val/test CER at equal epochs, and kraken testing scriba's weights), eval, crosscer
@@ -60,45 +63,70 @@ SPEC = F.DEFAULT_SPEC  # kraken 7's default recognition spec, passed explicitly 
 # settings
 # ----------------------------------------------------------------------------------------------------------
 
+SMALL_SPEC = "[1,48,0,1 Cr3,3,32 Mp2,2 Cr3,3,64 Mp2,2 S1(1x0)1,3 Lbx128 Do0.2,2 Lbx128]"
+
+# Per-section time budgets (s) of the time-boxed short profile; the whole run is also capped (--budget).
+SHORT_SECTION_BUDGET = {"peak": 60, "compile": 180, "eval": 240, "train": 660, "defaults": 200, "accuracy": 480,
+                        "crosscer": 360, "interop": 120}
+
+
 def settings(a) -> dict:
-    quick = a.quick
+    """Settings of a profile: quick (harness check), short (time-boxed, ~35 min) or full (hours)."""
+    prof = a.profile
+    quick, short = prof == "quick", prof == "short"
+
+    def pick(q, sh, full):
+        return q if quick else (sh if short else full)
     s = dict(
-        quick=quick,
-        repeats=a.repeats or (1 if quick else 3),
+        profile=prof, quick=quick, short=short,
+        repeats=a.repeats or pick(1, 2, 3),
         workers=a.workers, threads=a.threads,
-        # compile inputs
-        cremma_compile_pages=2 if quick else None,        # None = whole split
-        cremma_compile_split="test" if quick else "train",
-        froc_compile_lines=64 if quick else None,
-        froc_compile_split="val" if quick else "train",
-        # training throughput
-        tp_train_lines=16 if quick else 300,
-        tp_val_lines=8 if quick else 64,
-        tp_epochs=2 if quick else 3,
+        # compile inputs (None = whole split); compile uses --compile-workers
+        compile_workers=a.compile_workers,
+        cremma_compile_pages=pick(2, None, None),
+        cremma_compile_split=pick("test", "val", "train"),
+        froc_compile_lines=pick(64, None, None),
+        froc_compile_split=pick("val", "val", "train"),
+        # training throughput (default spec)
+        tp_train_lines=pick(16, 32, 300),
+        tp_val_lines=pick(8, 4, 64),
+        tp_epochs=pick(2, 2, 3),
         batch_sizes=[1, 16],
         bf16=not a.no_bf16,
+        bf16_batches=pick([1, 16], [16], [1, 16]),
         # accuracy at equal epochs
-        acc_train_lines=16 if quick else None,
-        acc_val_lines=8 if quick else None,
-        acc_test_lines=8 if quick else None,
-        acc_epochs=a.acc_epochs or (1 if quick else 10),
-        acc_batch=a.acc_batch,
-        # time to accuracy at defaults
-        tta_train_lines=16 if quick else None,
-        tta_val_lines=8 if quick else None,
-        tta_budget=a.tta_budget or (100 if quick else 3 * 3600),
+        acc_spec=pick(SPEC, SMALL_SPEC, SPEC) if a.acc_spec is None else a.acc_spec,
+        acc_train_lines=pick(16, 320, None),
+        acc_val_lines=pick(8, 64, None),
+        acc_test_lines=pick(8, None, None),
+        acc_epochs=a.acc_epochs or pick(1, 4, 10),
+        acc_batch=a.acc_batch or pick(1, 4, 1),
+        acc_lr=a.acc_lr or pick(None, "1e-3", None),
+        # each tool's defaults: time to accuracy (full) or throughput only over fixed epochs (short)
+        tta_train_lines=pick(16, 32, None),
+        tta_val_lines=pick(8, 4, None),
+        tta_budget=a.tta_budget or pick(100, None, 3 * 3600),
         tta_target_cer=0.15,
         tta_full=a.tta_full,
+        defaults_epochs=pick(None, 2, None),   # short: `-q fixed -N 2`, throughput only, no time to accuracy
         # evaluation
-        eval_lines=32 if quick else None,   # published_split/test.lst (356 lines)
-        eval_batches=[1, 16],
+        eval_lines=pick(32, None, None),   # published_split/test.lst (356 lines)
+        eval_batches={"kraken": pick([1, 16], [1], [1, 16]), "scriba": [1, 16]},
         # cross-system CER
-        cross_train_pages=2 if quick else None,
-        cross_test_pages=1 if quick else None,
-        cross_epochs=1 if quick else a.cross_epochs,
+        cross_train_pages=pick(2, 1, None),
+        cross_val_pages=pick(1, 1, None),
+        cross_test_pages=pick(1, 2, None),
+        cross_epochs=pick(1, 1, a.cross_epochs),
+        # short: fine-tune the froc model (it already reads medieval script) so the CERs are meaningful
+        cross_load=pick(None, str(DATA / "froc_mss" / "model_froc.mlmodel"), None),
+        # interop: kraken trains one epoch on scriba-compiled files
+        interop_froc_lines=pick(32, 16, 200),
+        interop_cremma_pages=pick(1, 0, 2),
         # matmul size for the peak
         mm_n=1024 if quick else 4096,
-        timeout=a.timeout or (900 if quick else 4 * 3600),
+        timeout=a.timeout or pick(900, 900, 4 * 3600),
+        budget=a.budget or pick(None, 35 * 60, None),
+        section_budget=SHORT_SECTION_BUDGET if short else {},
     )
     return s
 
@@ -249,7 +277,7 @@ class Bench:
                       "scriba": Path(os.environ.get("SCRIBA_KETOS", ROOT / ".venv" / "bin" / "ketos"))}
         self.py = {"kraken": KVENV / "bin" / "python",
                    "scriba": Path(os.environ.get("SCRIBA_PYTHON", ROOT / ".venv" / "bin" / "python"))}
-        self.tag = "quick" if self.s["quick"] else "full"
+        self.tag = self.s["profile"]
         self.wdir = WORK / self.tag
         self.wdir.mkdir(parents=True, exist_ok=True)
         global LOGS
@@ -257,6 +285,9 @@ class Bench:
         self.mdir = self.wdir / "manifests"
         self.mdir.mkdir(exist_ok=True)
         self.t_start = time.time()
+        self.deadline = self.t_start + self.s["budget"] if self.s["budget"] else None
+        self.section_deadline: float | None = None
+        self.not_run: list[str] = []   # measurements left out by the time box
 
     # ---- environment
     def env(self) -> dict:
@@ -284,8 +315,28 @@ class Bench:
               + " ".join(f"{k}={v}" for k, v in rec.get("summary", {}).items()), flush=True)
         return rec
 
+    def remaining(self) -> float | None:
+        """Seconds left in the time box (the section's or the whole run's, whichever ends first)."""
+        ends = [x for x in (self.deadline, self.section_deadline) if x]
+        return min(ends) - time.time() if ends else None
+
     def run(self, name, cmd, cwd=None, timeout=None, **kw) -> dict:
-        return run_measured(name, cmd, cwd or self.wdir, timeout or self.s["timeout"], env=self.env(), **kw)
+        to = timeout or self.s["timeout"]
+        rem = self.remaining()
+        if rem is not None:
+            if rem < 20:
+                self.not_run.append(name)
+                return {"name": name, "cmd": " ".join(map(str, cmd)), "cwd": str(cwd or self.wdir), "log": "",
+                        "rc": None, "ok": False, "status": "not run (time budget spent)", "wall_s": 0.0,
+                        "peak_rss_gib": None, "peak_pss_gib": None, "files_seen": {}, "tail": "", "not_run": True}
+            to = min(to, rem)
+        load = os.getloadavg()[0]
+        rec = run_measured(name, cmd, cwd or self.wdir, to, env=self.env(), **kw)
+        rec["load_at_start"] = round(load, 2)
+        rec["utc_start"] = time.strftime("%H:%M:%S", time.gmtime(time.time() - rec["wall_s"]))
+        if rec["status"] == "timeout" and to < (timeout or self.s["timeout"]):
+            rec["status"] = "timeout (time budget)"
+        return rec
 
     def pyhelper(self, code: str, *args, tool="kraken", timeout=600) -> str:
         """Run a small helper snippet with a venv python that has pyarrow/torch (not importing kraken)."""
@@ -540,8 +591,9 @@ def section_compile(b: Bench) -> None:
             for tool in b.order(r):
                 if not b.have(tool):
                     continue
-                _, rec = b.compile_arrow(tool, f"bench_{name}_r{r}", fmt, man)
-                rec.update(section="compile", job=name, tool=tool, repeat=r, inputs=b.count_lines(man))
+                _, rec = b.compile_arrow(tool, f"bench_{name}_r{r}", fmt, man, workers=s["compile_workers"])
+                rec.update(section="compile", job=name, tool=tool, repeat=r, inputs=b.count_lines(man),
+                           workers=s["compile_workers"])
                 if rec.get("lines"):
                     rec["lines_per_s"] = rec["lines"] / rec["wall_s"]
                 rec["summary"] = {"lines": rec.get("lines"), "lines/s": _r(rec.get("lines_per_s"))}
@@ -592,7 +644,7 @@ def section_train(b: Bench) -> None:
                                   "peakGiB": _r(rec["peak_pss_gib"], 2)}
                 b.record(rec)
             # scriba in bf16 autocast (kraken's fp32 is the reference; issue 7 asks >= 3x kraken -B 1 in bf16)
-            if "scriba" in data and s["bf16"]:
+            if "scriba" in data and s["bf16"] and bs in s["bf16_batches"]:
                 (trd, fmt, prov), (vad, _, _) = data["scriba"]
                 rec = b.train("scriba", f"train_B{bs}_scriba_bf16_r{r}", trd, vad, fmt,
                               ["-s", SPEC, "-B", str(bs), "-u", "NFD"], s["tp_epochs"],
@@ -623,22 +675,23 @@ def section_defaults(b: Bench) -> None:
         for tool in ("scriba", "kraken"):
             if not b.have(tool):
                 continue
-            budget = s["tta_budget"]
+            budget = s["tta_budget"] or s["timeout"]
             if tool == "kraken" and scriba_tta and not s["tta_full"]:
                 budget = min(budget, max(4 * scriba_tta, 600))
+            fixed = s["defaults_epochs"]  # short profile: throughput over fixed epochs, no time to accuracy
             (trd, fmt, prov) = b.train_data(tool, "froc_train_tta", "path", tr)
             (vad, _, _) = b.train_data(tool, "froc_val_tta", "path", va)
-            rec = b.train(tool, f"defaults_{tool}_r{r}", trd, vad, fmt, ["-u", "NFD"], None,
-                          timeout=budget, stop_at_score=target)
+            rec = b.train(tool, f"defaults_{tool}_r{r}", trd, vad, fmt, ["-u", "NFD"], fixed,
+                          timeout=budget, stop_at_score=None if fixed else target)
             rec.update(section="defaults", tool=tool, repeat=r, train_lines=n, data=prov, epoch_flops=fl,
-                       budget_s=budget)
+                       budget_s=None if fixed else budget, fixed_epochs=fixed)
             rec["lines_per_s"] = epoch_rate(rec, n)
             hit = [e for e in rec["epochs_seen"]
                    if (e.get("val_accuracy") or e.get("val_accuracy_meta") or -1) >= target and e.get("t")]
             rec["tta_s"] = hit[0]["t"] if hit else None
             rec["best_val_cer"] = 1 - mx([e.get("val_accuracy") for e in rec["epochs_seen"]] or [None]) \
                 if any(e.get("val_accuracy") is not None for e in rec["epochs_seen"]) else None
-            if rec["status"] == "timeout":
+            if rec["status"] == "timeout" and not fixed:
                 rec["ok"] = True  # a budget stop is the expected end of a run that does not reach the target
             if tool == "scriba":
                 scriba_tta = rec["tta_s"]
@@ -657,16 +710,21 @@ def section_accuracy(b: Bench) -> None:
                 continue
             (trd, fmt, prov) = b.train_data(tool, "froc_train_acc", "path", tr)
             (vad, _, _) = b.train_data(tool, "froc_val_acc", "path", va)
-            rec = b.train(tool, f"acc_{tool}", trd, vad, fmt,
-                          ["-s", SPEC, "-B", str(s["acc_batch"]), "-u", "NFD"], s["acc_epochs"])
+            opts = ["-s", s["acc_spec"], "-B", str(s["acc_batch"]), "-u", "NFD"]
+            if s["acc_lr"]:
+                opts += ["-r", str(s["acc_lr"])]
+            rec = b.train(tool, f"acc_{tool}", trd, vad, fmt, opts, s["acc_epochs"])
             rec.update(section="accuracy", tool=tool, train_lines=n, data=prov, epochs=s["acc_epochs"],
-                       batch=s["acc_batch"])
+                       batch=s["acc_batch"], spec=s["acc_spec"], lr=s["acc_lr"])
             rec["lines_per_s"] = epoch_rate(rec, n)
             vals = [e.get("val_accuracy") if e.get("val_accuracy") is not None else e.get("val_accuracy_meta")
                     for e in rec["epochs_seen"]]
             rec["val_cer_per_epoch"] = [None if v is None else 1 - v for v in vals]
             rec["summary"] = {"weights": Path(rec["weights"]).name if rec.get("weights") else None}
             b.record(rec)
+            if not rec.get("weights"):  # stopped by the time box: test the last epoch checkpoint
+                ck = sorted(Path(rec["outdir"]).glob("checkpoint_*-*.ckpt"))
+                rec["weights"] = str(ck[-1]) if ck else None
             if rec.get("weights"):
                 for tester in TOOLS:
                     if not b.have(tester):
@@ -690,9 +748,9 @@ def section_eval(b: Bench) -> None:
                 rec = b.test(tool, f"eval_startup_{tool}_r{r}", model, one, "path", ["-u", "NFD"])
                 rec.update(section="eval_startup", tool=tool, repeat=r, summary={"startup_s": _r(rec["wall_s"])})
                 b.record(rec)
-        for bs in s["eval_batches"]:
+        for bs in sorted({x for v in s["eval_batches"].values() for x in v}):
             for tool in b.order(r):
-                if not b.have(tool):
+                if not b.have(tool) or bs not in s["eval_batches"][tool]:
                     continue
                 rec = b.test(tool, f"eval_B{bs}_{tool}_r{r}", model, te, "path", ["-u", "NFD", "-B", str(bs)])
                 rec.update(section="eval", tool=tool, batch=bs, repeat=r, lines=n)
@@ -717,11 +775,14 @@ def section_crosscer(b: Bench) -> None:
         b.record({"name": "crosscer", "section": "crosscer", "ok": False, "status": "scriba ketos not found"})
         return
     tr = b.manifest("cremma_train_x", "cremma_medieval", "splits/train.lst", s["cross_train_pages"])
-    va = b.manifest("cremma_val_x", "cremma_medieval", "splits/val.lst", s["cross_test_pages"])
+    va = b.manifest("cremma_val_x", "cremma_medieval", "splits/val.lst", s["cross_val_pages"])
     te = b.manifest("cremma_test_x", "cremma_medieval", "splits/test.lst", s["cross_test_pages"])
-    rec = b.train("scriba", "cross_scriba_alto", tr, va, "alto", ["-s", SPEC, "-B", "16", "-u", "NFD"],
+    opts = ["--load", s["cross_load"], "--resize", "union"] if s["cross_load"] else ["-s", SPEC]
+    rec = b.train("scriba", "cross_scriba_alto", tr, va, "alto", [*opts, "-B", "16", "-u", "NFD"],
                   s["cross_epochs"])
-    rec.update(section="crosscer", tool="scriba", summary={"weights": rec.get("weights")})
+    rec.update(section="crosscer", tool="scriba", summary={"weights": rec.get("weights")},
+               train_pages=b.count_lines(tr), test_pages=b.count_lines(te), epochs=s["cross_epochs"],
+               load=s["cross_load"])
     b.record(rec)
     if not rec.get("weights"):
         return
@@ -740,9 +801,11 @@ def section_interop(b: Bench) -> None:
     if not (b.have("scriba") and b.have("kraken")):
         return
     s = b.s
-    fr = b.manifest("froc_interop", "froc_mss", "splits/val.lst", 32 if s["quick"] else 200)
-    cm = b.manifest("cremma_interop", "cremma_medieval", "splits/val.lst", 1 if s["quick"] else 2)
-    for name, fmt, man in (("froc_path", "path", fr), ("cremma_alto", "alto", cm)):
+    jobs = [("froc_path", "path", b.manifest("froc_interop", "froc_mss", "splits/val.lst", s["interop_froc_lines"]))]
+    if s["interop_cremma_pages"]:
+        jobs.append(("cremma_alto", "alto", b.manifest("cremma_interop", "cremma_medieval", "splits/val.lst",
+                                                        s["interop_cremma_pages"])))
+    for name, fmt, man in jobs:
         arrow, crec = b.compile_arrow("scriba", f"interop_{name}", fmt, man)
         crec.update(section="interop_compile", summary={"lines": crec.get("lines")})
         b.record(crec)
@@ -754,9 +817,9 @@ def section_interop(b: Bench) -> None:
         b.record(rec)
 
 
-SECTIONS = {"peak": section_peak, "compile": section_compile, "train": section_train,
-            "defaults": section_defaults, "accuracy": section_accuracy, "eval": section_eval,
-            "crosscer": section_crosscer, "interop": section_interop}
+SECTIONS = {"peak": section_peak, "compile": section_compile, "eval": section_eval, "train": section_train,
+            "defaults": section_defaults, "accuracy": section_accuracy, "crosscer": section_crosscer,
+            "interop": section_interop}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -779,21 +842,214 @@ def _ratio(a, b_, higher_better=True):
     return f"{a / b_:.2f}x"
 
 
+def _verdict(ok: bool | None, extra: str = "") -> str:
+    if ok is None:
+        return "—" + extra
+    return ("**met**" if ok else "**not met**") + extra
+
+
+def summary_table(b: Bench, by) -> list[str]:
+    """The headline figures with min/median, ratio and the acceptance goal of issues 3, 5, 6 and 7."""
+    s = b.s
+    rows = []
+
+    def vals(section, key, **kw):
+        return [r.get(key) for r in by(section, **kw)]
+
+    def mm(xs, nd=2):
+        return f"{_f(mn(xs), nd)} / {_f(med(xs), nd)}" if any(x is not None for x in xs) else "—"
+
+    def ge(a, b_, k):
+        return None if (a is None or b_ is None) else a >= k * b_
+
+    pk = next((r for r in by("peak") if r.get("ok")), {})
+    # compile
+    for job, what in (("cremma_alto", f"cremma_medieval {s['cremma_compile_split']} (ALTO)"),
+                      ("froc_path", f"froc_mss {s['froc_compile_split']} (path)")):
+        k, sc = vals("compile", "lines_per_s", job=job, tool="kraken"), vals("compile", "lines_per_s", job=job, tool="scriba")
+        if k or sc:
+            kl = mx(vals("compile", "lines", job=job, tool="kraken"))
+            sl = mx(vals("compile", "lines", job=job, tool="scriba"))
+            rows.append((f"compile lines/s, {what}, `--workers {s['compile_workers']}`", mm(k, 1), mm(sc, 1),
+                         _ratio(med(sc), med(k)), ">= 3x (issues 3, 7)",
+                         _verdict(ge(med(sc), med(k), 3), f"; lines written {kl} / {sl}"
+                                  + ("" if kl == sl else " (**differ**)"))))
+    # training throughput
+    kmed = {bs: med(vals("train", "lines_per_s", tool="kraken", batch=bs)) for bs in s["batch_sizes"]}
+    kbest = mx(list(kmed.values()))
+    for bs in s["batch_sizes"]:
+        k, sc = vals("train", "lines_per_s", tool="kraken", batch=bs), vals("train", "lines_per_s", tool="scriba", batch=bs)
+        if not (k or sc):
+            continue
+        if bs == 1:
+            goal, ok = ">= 1.5x kraken's best setting (fp32)", ge(med(sc), kbest, 1.5)
+            note = f" (vs kraken's best {_f(kbest, 2)} lines/s: {_ratio(med(sc), kbest)})"
+        else:
+            goal, ok = f">= 3x kraken -B {bs}", ge(med(sc), med(k), 3)
+            note = f" (vs kraken's best {_f(kbest, 2)} lines/s: {_ratio(med(sc), kbest)}; 1.5x goal " \
+                   f"{'met' if ge(med(sc), kbest, 1.5) else 'not met'})"
+        rows.append((f"training lines/s, default spec, -B {bs}, fp32", mm(k), mm(sc), _ratio(med(sc), med(k)), goal,
+                     _verdict(ok, note)))
+    for bs in s["batch_sizes"]:
+        sc = vals("train_bf16", "lines_per_s", batch=bs)
+        if not sc:
+            continue
+        cer = med(vals("train_bf16", "last_val_cer", batch=bs))
+        rows.append((f"training lines/s, -B {bs}, scriba `--precision bf16-mixed`", f"(fp32 best {_f(kbest, 2)})",
+                     mm(sc), _ratio(med(sc), kbest) + " vs kraken's best", ">= 3x kraken's best, accuracy holding",
+                     _verdict(ge(med(sc), kbest, 3), "; accuracy not judged here (2 epochs; last val CER "
+                              f"{_f(cer, 1, pct=True)}), see the accuracy row")))
+    # memory
+    for bs in s["batch_sizes"]:
+        k = [r.get("peak_rss_gib") for r in by("train", tool="kraken", batch=bs) if r.get("ok")]
+        sc = [r.get("peak_rss_gib") for r in by("train", tool="scriba", batch=bs) if r.get("ok")]
+        kp = [r.get("peak_pss_gib") for r in by("train", tool="kraken", batch=bs) if r.get("ok")]
+        sp = [r.get("peak_pss_gib") for r in by("train", tool="scriba", batch=bs) if r.get("ok")]
+        if k or sc:
+            rows.append((f"training peak memory GiB, -B {bs} (RSS summed over the process tree; PSS in brackets)",
+                         f"{mm(k)} ({_f(med(kp), 2)})", f"{mm(sc)} ({_f(med(sp), 2)})", _ratio(med(sc), med(k)),
+                         "<= kraken's (issues 5, 7)",
+                         _verdict(None if med(sc) is None or med(k) is None else med(sc) <= med(k),
+                                  f"; PSS ratio {_ratio(med(sp), med(kp))}")))
+    # FLOP/s
+    fp = pk.get("fp32_gflops")
+    for bs in s["batch_sizes"]:
+        k = vals("train", "gflops_per_s", tool="kraken", batch=bs)
+        sc = vals("train", "gflops_per_s", tool="scriba", batch=bs)
+        if k or sc:
+            def fr(g, fp=fp):
+                return _f(g / fp, 0, pct=True) if (g and fp) else "—"
+            rows.append((f"training GFLOP/s, -B {bs} (fraction of the fp32 matmul peak {_f(fp)} GFLOP/s)",
+                         f"{mm(k, 1)} ({fr(med(k))})", f"{mm(sc, 1)} ({fr(med(sc))})", _ratio(med(sc), med(k)),
+                         "reported (issue 7 acc. 4)", "reported"))
+    sc = vals("train_bf16", "gflops_per_s")
+    if sc and pk.get("bf16_gflops"):
+        rows.append((f"training GFLOP/s, scriba bf16 (fraction of the bf16 peak {_f(pk['bf16_gflops'])} GFLOP/s)", "—",
+                     f"{mm(sc, 1)} ({_f(med(sc) / pk['bf16_gflops'], 0, pct=True) if med(sc) else '—'})", "—",
+                     "reported", "reported"))
+    # defaults
+    k, sc = vals("defaults", "lines_per_s", tool="kraken"), vals("defaults", "lines_per_s", tool="scriba")
+    if k or sc:
+        rows.append(("training lines/s, each tool's own defaults (only `-u NFD` and data)", mm(k), mm(sc),
+                     _ratio(med(sc), med(k)), "reported (issue 7)", "reported"))
+    tta = [r for r in by("defaults") if r.get("tta_s") is not None or r.get("budget_s")]
+    if tta:
+        kt = med(vals("defaults", "tta_s", tool="kraken"))
+        st = med(vals("defaults", "tta_s", tool="scriba"))
+        rows.append(("time to val CER < 15 % at defaults (s)", _f(kt, 0), _f(st, 0), _ratio(kt, st) + " speed-up",
+                     "scriba >= 3x faster (issue 7 acc. 2)", _verdict(ge(kt, st, 3))))
+    else:
+        rows.append(("time to val CER < 15 % at defaults", "not run", "not run", "—",
+                     "scriba >= 3x faster (issue 7 acc. 2)",
+                     "not measured: kraken needs hours on this machine; run `python3 bench/run.py --profile full "
+                     "--only defaults`"))
+    # eval
+    kb1 = vals("eval", "lines_per_s", tool="kraken", batch=1)
+    for bs in sorted({x for v in s["eval_batches"].values() for x in v}):
+        k, sc = vals("eval", "lines_per_s", tool="kraken", batch=bs), vals("eval", "lines_per_s", tool="scriba", batch=bs)
+        if not (k or sc):
+            continue
+        ref = k if k else kb1
+        rows.append((f"`ketos test` lines/s incl. start-up, -B {bs}{'' if k else ' (kraken at -B 1)'}", mm(k or kb1),
+                     mm(sc), _ratio(med(sc), med(ref)), ">= 3x (issues 6, 7)", _verdict(ge(med(sc), med(ref), 3))))
+    ev = [r for r in by("eval") if r.get("errors") is not None]
+    if ev:
+        ke = sorted({r.get("errors") for r in ev if r["tool"] == "kraken"})
+        se = sorted({r.get("errors") for r in ev if r["tool"] == "scriba"})
+        ch = sorted({r.get("chars") for r in ev})
+        full = s["eval_lines"] is None
+        rows.append(("`ketos test` errors (model_froc, published test)", ",".join(map(str, ke)),
+                     ",".join(map(str, se)), "—", "1077 errors / 13426 chars for both (issue 6 acc. 1)",
+                     _verdict(se == [1077] and ke == [1077] and ch == [13426] if full else None,
+                              f"; characters {','.join(map(str, ch))}")))
+    # accuracy at equal epochs
+    acc = {t: next(iter(by("accuracy", tool=t)), None) for t in TOOLS}
+    cer = {(t, te): next((r.get("cer") for r in by("accuracy_test", tool=t, tester=te)), None)
+           for t in TOOLS for te in TOOLS}
+    if any(acc.values()):
+        kc, sc_ = cer[("kraken", "kraken")], cer[("scriba", "scriba")]
+        d = None if (kc is None or sc_ is None) else 100 * (sc_ - kc)
+        rows.append((f"test CER at equal epochs ({s['acc_epochs']} epochs, -B {s['acc_batch']}, lr "
+                     f"{s['acc_lr'] or 'default'}, spec `{s['acc_spec']}`), each tool testing its own model",
+                     _f(kc, 2, pct=True), _f(sc_, 2, pct=True),
+                     "—" if d is None else f"{d:+.2f} points", "scriba <= kraken + 0.5 points (issues 5, 7)",
+                     _verdict(None if d is None else d <= 0.5 + 1e-9)))
+        ks, ss = cer[("scriba", "kraken")], cer[("scriba", "scriba")]
+        d2 = None if (ks is None or ss is None) else 100 * abs(ks - ss)
+        rows.append(("same scriba weights tested by kraken vs by scriba (test CER)", _f(ks, 2, pct=True),
+                     _f(ss, 2, pct=True), "—" if d2 is None else f"{d2:.2f} points apart",
+                     "within 0.1 points (issue 6 acc. 2)", _verdict(None if d2 is None else d2 <= 0.1 + 1e-9)))
+        kk, ksb = cer[("kraken", "kraken")], cer[("kraken", "scriba")]
+        d3 = None if (kk is None or ksb is None) else 100 * abs(kk - ksb)
+        rows.append(("same kraken weights tested by kraken vs by scriba (test CER)", _f(kk, 2, pct=True),
+                     _f(ksb, 2, pct=True), "—" if d3 is None else f"{d3:.2f} points apart", "within 0.1 points",
+                     _verdict(None if d3 is None else d3 <= 0.1 + 1e-9)))
+    # crosscer
+    c = by("crosscer_test")
+    if c or by("crosscer"):
+        kc = next((r.get("cer") for r in c if r.get("tester") == "kraken"), None)
+        sc_ = next((r.get("cer") for r in c if r.get("tester") == "scriba"), None)
+        rel = abs(kc - sc_) / sc_ if (kc is not None and sc_) else None
+        rows.append(("cross-system test CER: scriba model trained from cremma ALTO pages, each tool extracting the "
+                     "lines", _f(kc, 2, pct=True), _f(sc_, 2, pct=True),
+                     "—" if rel is None else f"{100 * rel:.1f} % relative", "<= 10 % relative (issue 3)",
+                     _verdict(None if rel is None else rel <= 0.10,
+                              " (model does not read yet: not meaningful)" if (sc_ or 0) > 0.5 else "")))
+    # reproducibility
+    spread = []
+    groups: dict = {}
+    for r in by("compile") + by("train") + by("train_bf16") + by("eval"):
+        key = (r.get("section"), r.get("tool"), r.get("job"), r.get("batch"))
+        if r.get("lines_per_s"):
+            groups.setdefault(key, []).append(r["lines_per_s"])
+    for xs in groups.values():
+        if len(xs) >= 2:
+            spread.append(100 * (max(xs) - min(xs)) / statistics.median(xs))
+    if spread:
+        rows.append(("repeat-to-repeat spread of lines/s ((max-min)/median over the repeats)",
+                     "", f"median {statistics.median(spread):.1f} %, worst {max(spread):.1f} %", "—",
+                     "reproducible within noise (issue 7 acc. 3)", "see the notes on noise"))
+    L = ["## Summary\n", "| figure | kraken 7.1.1 min / median | scriba min / median | ratio scriba/kraken (median) "
+         "| goal | verdict |", "|---|---|---|---|---|---|"]
+    L += ["| " + " | ".join(str(x) for x in row) + " |" for row in rows]
+    L.append("")
+    return L
+
+
 def write_results(b: Bench, path: Path) -> None:
     R = b.results
     s = b.s
     L = []
-    L.append(f"# scriba vs kraken 7.1.1 benchmark ({b.tag})\n")
-    L.append(f"Generated by `python3 bench/run.py{' --quick' if s['quick'] else ''}` on {time.strftime('%Y-%m-%d %H:%M')}; "
-             f"{os.cpu_count()} CPUs, `--device cpu --workers {s['workers']} --threads {s['threads']}` for both tools, "
-             f"repeats {s['repeats']} (alternating tools; min / median shown). Data: `{DATA}`. "
-             "Ratios are scriba/kraken (for throughput > 1 is better, for memory and time < 1 is better). "
-             "Raw records: `bench/work/" + b.tag + "/results.json`; logs: `bench/work/" + b.tag + "/logs/`.\n")
+    meta = {r["name"]: r for r in R if r.get("section") == "meta"}
+    before, after = meta.get("machine_before", {}), meta.get("machine_after", {})
+    argv = before.get("argv", "")
+    L.append(f"# scriba vs kraken 7.1.1 benchmark ({b.tag} profile)\n")
+    L.append(f"Generated by `python3 bench/run.py{(' ' + argv) if argv else ''}`; started {before.get('utc', '?')}, "
+             f"finished {after.get('utc', '(still running or interrupted)')}"
+             f"{' (%.0f min)' % (after['elapsed_s'] / 60) if after.get('elapsed_s') else ''}.\n")
+    L.append(f"- machine: {before.get('cpu') or '?'} ({before.get('cpu_flags', '')}), {before.get('ncpu')} cores, "
+             f"{before.get('mem_total', '?')} RAM; load average (1/5/15 min) before {before.get('loadavg')}, "
+             f"after {after.get('loadavg', '—')}")
+    L.append(f"- both tools: `--device cpu --workers {s['workers']} --threads {s['threads']}` (compile: `--workers "
+             f"{s['compile_workers']}`), same data, spec and batch size; repeats {s['repeats']} with the tools "
+             "alternating inside each repeat (who goes first alternates); min / median shown. Data: "
+             f"`{DATA}`.")
+    L.append("- ratios are scriba/kraken (throughput: > 1 is better; memory and time: < 1 is better). Raw records: "
+             f"`bench/work/{b.tag}/results.json`; logs: `bench/work/{b.tag}/logs/` (each log starts with its "
+             "exact command).\n")
     if s["quick"]:
         L.append("**Quick mode:** tiny subsets, start-up dominated timings; only a harness check, not a benchmark.\n")
+    if s["short"]:
+        per = ", ".join(f"{k} {v // 60}:{v % 60:02d}" for k, v in s["section_budget"].items())
+        L.append(f"**Short profile** (time-boxed to {(s['budget'] or 0) // 60} min on the whole, per section: {per}): "
+                 "small subsets and 2 repeats, so that it runs in about half an hour on a 2-core machine; "
+                 "`python3 bench/run.py --profile full` runs the full benchmark (hours), including the "
+                 "time-to-accuracy figure.\n")
 
     def by(section, **kw):
         return [r for r in R if r.get("section") == section and all(r.get(k) == v for k, v in kw.items())]
+
+    L += summary_table(b, by)
 
     # peak
     pk = by("peak")
@@ -874,8 +1130,13 @@ def write_results(b: Bench, path: Path) -> None:
     d = by("defaults")
     if d:
         L.append(f"## Each tool's defaults: throughput and time to accuracy (val CER < {100 * s['tta_target_cer']:.0f} %)\n")
-        L.append("Only `-u NFD` and the data are given. scriba runs first; kraken's budget is capped at 4x scriba's "
-                 "time to target unless `--tta-full`.\n")
+        if s["defaults_epochs"]:
+            L.append(f"Only `-u NFD`, the data and `-q fixed -N {s['defaults_epochs']}` are given "
+                     f"({s['tta_train_lines']} training / {s['tta_val_lines']} validation lines): throughput only, "
+                     "the time to accuracy is not measured in this profile.\n")
+        else:
+            L.append("Only `-u NFD` and the data are given. scriba runs first; kraken's budget is capped at 4x "
+                     "scriba's time to target unless `--tta-full`.\n")
         L.append("| tool | lines/s per epoch | epochs seen | best val CER | time to target (s) | budget (s) "
                  "| peak mem GiB | status |")
         L.append("|---|---|---|---|---|---|---|---|")
@@ -918,7 +1179,7 @@ def write_results(b: Bench, path: Path) -> None:
         L.append("| batch | kraken lines/s min/median | scriba lines/s min/median | ratio | ratio excl. start-up "
                  "| errors / chars kraken | errors / chars scriba | peak mem GiB kraken / scriba |")
         L.append("|---|---|---|---|---|---|---|---|")
-        for bs in s["eval_batches"]:
+        for bs in sorted({x for v in s["eval_batches"].values() for x in v}):
             k = by("eval", tool="kraken", batch=bs)
             sc = by("eval", tool="scriba", batch=bs)
             kr = [r.get("lines_per_s") for r in k]
@@ -965,8 +1226,38 @@ def write_results(b: Bench, path: Path) -> None:
                      f"{'ok' if r.get('ok') and r.get('weights') else 'FAILED: ' + str(r.get('status'))} |")
         L.append("")
 
+    # noise
+    loads = [(r.get("load_at_start"), r["name"]) for r in R if r.get("load_at_start") is not None]
+    if loads:
+        L.append("## Notes on noise\n")
+        hi = [f"`{n}` ({x:.1f})" for x, n in loads if x > 2.5]
+        L.append(f"- 1-minute load average when each measurement started: median {med([x for x, _ in loads]):.2f}, "
+                 f"max {mx([x for x, _ in loads]):.2f} (on 2 cores; the benchmark's own 2-thread runs account for "
+                 "about 2). Measurements started above 2.5: " + (", ".join(hi) if hi else "none") + ".")
+        L.append("- min is the least disturbed figure, the median the typical one; with 2 repeats the median is the "
+                 "mean of the two. Training rates come from one epoch interval on a small subset (a few dozen "
+                 "lines), so a few seconds of disturbance move them by several per cent.")
+        L.append("- wall-clock lines/s of compile and `ketos test` include interpreter and model start-up (a few "
+                 "seconds), which weighs more on small inputs.\n")
+
+    # commands
+    L.append("## Exact commands\n")
+    L.append("Run from `bench/work/" + b.tag + "/` with `OMP_NUM_THREADS=MKL_NUM_THREADS=" + str(s["threads"])
+             + "` and `CUDA_VISIBLE_DEVICES=` (kraken: `bench/.venv-kraken/bin/ketos`, scriba: `.venv/bin/ketos`); "
+             "manifests are under `bench/work/" + b.tag + "/manifests/`. One line per measurement (first repeat "
+             "only; the other repeats differ only in the output directory).\n")
+    L.append("```")
+    for r in R:
+        if r.get("cmd") and not r.get("not_run") and ("repeat" not in r or r.get("repeat") == 0):
+            L.append(r["cmd"].replace(str(ROOT) + "/", ""))
+    L.append("```\n")
+    nr = [r["name"] for r in R if r.get("not_run")]
+    if nr:
+        L.append("## Not run (time box)\n")
+        L.append(", ".join(f"`{x}`" for x in nr) + "\n")
+
     # failures
-    bad = [r for r in R if not r.get("ok")]
+    bad = [r for r in R if not r.get("ok") and not r.get("not_run") and r.get("section") != "meta"]
     L.append("## Failures\n")
     if not bad:
         L.append("none\n")
@@ -984,7 +1275,17 @@ def write_results(b: Bench, path: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="tiny subsets, 1 repeat: checks the harness")
+    ap.add_argument("--profile", choices=("short", "full", "quick"), default="short",
+                    help="short (default): time-boxed (~35 min on 2 cores), writes bench/RESULTS.md; full: hours; "
+                         "quick: harness check on tiny subsets")
+    ap.add_argument("--quick", action="store_true", help="same as --profile quick")
+    ap.add_argument("--budget", type=int, default=None,
+                    help="time box of the whole run in seconds (short: 2100); measurements that would start "
+                         "after it are recorded as not run")
+    ap.add_argument("--wait-load", type=float, default=1.5,
+                    help="before each section wait (up to 2 min) while other processes keep this many tasks "
+                         "runnable (0: never wait)")
+    ap.add_argument("--compile-workers", type=int, default=2, help="--workers for the compile section (2)")
     ap.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections: " + ",".join(SECTIONS))
     ap.add_argument("--skip", default="", help="comma-separated sections to skip")
     ap.add_argument("--repeats", type=int, default=None)
@@ -992,7 +1293,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-bf16", action="store_true", help="skip scriba's bf16-mixed training runs")
     ap.add_argument("--acc-epochs", type=int, default=None, help="epochs for the equal-epochs accuracy runs (10)")
-    ap.add_argument("--acc-batch", type=int, default=1, help="batch size for the accuracy runs (1)")
+    ap.add_argument("--acc-batch", type=int, default=None, help="batch size for the accuracy runs (full 1, short 4)")
+    ap.add_argument("--acc-lr", default=None, help="learning rate for the accuracy runs (short 1e-3)")
+    ap.add_argument("--acc-spec", default=None, help="spec for the accuracy runs (full: default spec; short: small)")
     ap.add_argument("--cross-epochs", type=int, default=10, help="epochs for the cross-system CER model (full)")
     ap.add_argument("--tta-budget", type=int, default=None, help="seconds per tool for time-to-accuracy")
     ap.add_argument("--tta-full", action="store_true",
@@ -1005,7 +1308,9 @@ def main() -> None:
     ap.add_argument("--report-only", action="store_true",
                     help="rewrite the markdown from bench/work/<quick|full>/results.json without running anything")
     a = ap.parse_args()
-    out = Path(a.out) if a.out else (BENCH / "RESULTS.md" if not a.quick else WORK / "RESULTS-quick.md")
+    if a.quick:
+        a.profile = "quick"
+    out = Path(a.out) if a.out else (BENCH / "RESULTS.md" if a.profile != "quick" else WORK / "RESULTS-quick.md")
     if a.report_only:
         b = Bench(a)
         b.results = json.loads((b.wdir / "results.json").read_text())
@@ -1026,12 +1331,30 @@ def main() -> None:
     if a.keep and (b.wdir / "results.json").exists():
         old = json.loads((b.wdir / "results.json").read_text())
         b.results = [r for r in old if str(r.get("section", "")).split("_")[0] not in todo
-                     and r.get("section") != "prep"]
+                     and r.get("section") not in ("prep", "meta")]
+    else:
+        b.results = []
+    b.record({"name": "machine_before", "section": "meta", "ok": True, **machine_info(),
+              "argv": " ".join(sys.argv[1:]), "settings": {k: v for k, v in b.s.items() if k != "section_budget"},
+              "section_budget": b.s["section_budget"]})
     for name in todo:
         if name in skip:
             continue
         if name not in SECTIONS:
             sys.exit(f"unknown section {name}; choose from {','.join(SECTIONS)}")
+        b.section_deadline = None
+        if b.remaining() is None or b.remaining() > 60:
+            waited = wait_for_quiet(a.wait_load, max_wait=min(120, (b.remaining() or 1e9) - 60))
+        else:
+            waited = 0.0
+        sb = b.s["section_budget"].get(name)
+        b.section_deadline = time.time() + sb if sb else None
+        rem = b.remaining()
+        if rem is not None and rem < 30:
+            b.record({"name": f"section_{name}", "section": name, "ok": False, "not_run": True,
+                      "status": "not run (time budget spent)"})
+            continue
+        print(f"== {name} (load {os.getloadavg()[0]:.2f}, waited {waited:.0f} s for a quiet machine)", flush=True)
         try:
             SECTIONS[name](b)
         except Exception as e:  # a broken section must not lose the others
@@ -1039,7 +1362,57 @@ def main() -> None:
             b.record({"name": f"section_{name}", "section": name, "ok": False,
                       "status": f"harness error: {type(e).__name__}: {e}", "tail": traceback.format_exc()})
         write_results(b, out)
+    b.section_deadline = None
+    b.record({"name": "machine_after", "section": "meta", "ok": True, **machine_info(),
+              "elapsed_s": time.time() - b.t_start})
     write_results(b, out)
+
+
+def runnable_others(samples: int = 10) -> float:
+    """Mean number of runnable tasks besides this process (field 4 of /proc/loadavg), over ~2 s."""
+    xs = []
+    for _ in range(samples):
+        try:
+            xs.append(int(Path("/proc/loadavg").read_text().split()[3].split("/")[0]) - 1)
+        except (OSError, ValueError, IndexError):
+            return 0.0
+        time.sleep(0.2)
+    return sum(xs) / len(xs)
+
+
+def wait_for_quiet(threshold: float, max_wait: float = 120) -> float:
+    """Before a section: wait (at most max_wait s) while other processes keep about `threshold` cores busy."""
+    if threshold <= 0:
+        return 0.0
+    t0 = time.time()
+    while time.time() - t0 < max_wait and runnable_others() >= threshold:
+        time.sleep(8)
+    return time.time() - t0
+
+
+def machine_info() -> dict:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    flags = ""
+    try:
+        fl = next(x for x in Path("/proc/cpuinfo").read_text().splitlines() if x.startswith("flags"))
+        flags = " ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f" {f}" in fl)
+    except (OSError, StopIteration):
+        pass
+    mem = ""
+    try:
+        kb = next(x for x in Path("/proc/meminfo").read_text().splitlines() if x.startswith("MemTotal")).split()[1]
+        mem = f"{int(kb) / 2**20:.1f} GiB"
+    except (OSError, StopIteration):
+        pass
+    return {"utc": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "cpu": cpu, "cpu_flags": flags,
+            "ncpu": os.cpu_count(), "loadavg": [round(x, 2) for x in os.getloadavg()], "mem_total": mem}
 
 
 if __name__ == "__main__":

@@ -374,6 +374,7 @@ def run_test(cfg: TestConfig, g: GlobalConfig | None = None) -> EvaluationResult
     from scriba.weights import load_model
 
     g = g or GlobalConfig()
+    _keep_freed_memory()
     if not cfg.model:
         raise UsageError("no model to evaluate: give one with -m/--model")
     if not cfg.test_data:
@@ -388,6 +389,27 @@ def run_test(cfg: TestConfig, g: GlobalConfig | None = None) -> EvaluationResult
     result.model = str(cfg.model)
     result.name = Path(cfg.model).name
     return result
+
+
+def _keep_freed_memory() -> None:
+    """Lets glibc keep freed memory for reuse (up to 256 MiB) instead of returning it to the system.
+
+    By default every buffer over 128 KiB (a line image's filter output, an activation) is mapped fresh and
+    unmapped when freed, so each new one costs page faults: on these machines that made the centerline
+    filters 3x slower than their arithmetic, and ``ketos test`` ~10 % slower overall (peak RSS unchanged
+    at -B 1, +8 % at -B 16). DataLoader workers fork from this process and inherit the setting.
+    """
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-1, 256 << 20)  # M_TRIM_THRESHOLD
+        libc.mallopt(-3, 256 << 20)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):  # not glibc (musl, ...): nothing to tune
+        pass
 
 
 def write_reports(result: EvaluationResult, cfg: TestConfig) -> None:
