@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import random
-import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
-from scriba.config import QUIT_MODES, WEIGHTS_FORMATS, GlobalConfig, PretrainConfig, build
-from scriba.errors import ScribaError, UsageError
+from scriba.config import GlobalConfig, PretrainConfig
+from scriba.errors import UsageError
+from scriba.train import runtime
 
 logger = logging.getLogger(__name__)
 
@@ -52,18 +51,7 @@ class PretrainResult:
 
 def check_config(cfg: PretrainConfig) -> PretrainConfig:
     """Rejects option values that cannot work, with the option's name in the message."""
-    if cfg.quit not in QUIT_MODES:
-        raise UsageError(f"invalid --quit {cfg.quit!r} (expected one of {', '.join(QUIT_MODES)})")
-    if cfg.quit == "fixed" and cfg.epochs <= 0:
-        raise UsageError("--quit fixed needs a positive number of --epochs")
-    if cfg.freq <= 0 or (cfg.freq > 1 and cfg.freq != int(cfg.freq)):
-        raise UsageError(f"--freq must be a fraction of an epoch or a whole number of epochs, got {cfg.freq}")
-    if cfg.weights_format not in WEIGHTS_FORMATS:
-        raise UsageError(f"invalid --weights-format {cfg.weights_format!r}")
-    if cfg.batch_size < 1 or cfg.accumulate_grad_batches < 1:
-        raise UsageError("--batch-size and --accumulate-grad-batches must be positive")
-    if cfg.load and cfg.resume:
-        raise UsageError("--load and --resume are mutually exclusive")
+    runtime.check_run_options(cfg)
     if cfg.mask_width < 1:
         raise UsageError(f"--mask-width must be at least 1, got {cfg.mask_width}")
     if not 0.0 < cfg.mask_prob <= 1.0:
@@ -77,30 +65,12 @@ def check_config(cfg: PretrainConfig) -> PretrainConfig:
         raise UsageError(f"--logit-temp must be positive, got {cfg.logit_temp}")
     if cfg.warmup < 0 or cfg.min_delta < 0:
         raise UsageError("--warmup and --min-delta cannot be negative")
-    if cfg.quit == "aneal":
-        from scriba.train.optim import check_aneal
-
-        check_aneal(cfg.schedule)
     return cfg
 
 
 def warmup_steps(cfg: PretrainConfig) -> float:
     """``--warmup`` counts samples here; the schedules count optimizer steps."""
     return float(cfg.warmup) / (max(1, cfg.batch_size) * max(1, cfg.accumulate_grad_batches))
-
-
-def _resume_configs(cfg: PretrainConfig, g: GlobalConfig) -> tuple[PretrainConfig, GlobalConfig, dict[str, Any]]:
-    from scriba.weights.checkpoint import read_checkpoint_dict
-
-    ckpt = read_checkpoint_dict(cfg.resume)  # type: ignore[arg-type]
-    entry = ckpt.get("scriba") or {}
-    if "pretrain_config" not in entry:
-        raise ScribaError("not a scriba pretraining checkpoint (no pretraining configuration inside)", path=cfg.resume)
-    stored = dict(entry["pretrain_config"])
-    stored.update(resume=cfg.resume, load=None)
-    gd = dict(entry.get("global_config") or {})
-    gd.update(device=g.device, num_workers=g.num_workers, num_threads=g.num_threads, verbose=g.verbose)
-    return build(PretrainConfig, stored), build(GlobalConfig, gd), ckpt
 
 
 def _network(cfg: PretrainConfig, seg_type: str, ckpt: dict[str, Any] | None) -> Any:
@@ -129,66 +99,42 @@ def pretrain(
     progress: bool | None = None,
 ) -> PretrainResult:
     """Runs a complete pretraining job; see the module docstring. Raises :class:`~scriba.errors.ScribaError`."""
-    import lightning as L
-    import torch
-    from lightning.pytorch.callbacks import ModelCheckpoint
-    from lightning.pytorch.utilities.exceptions import SIGTERMException
-
     from scriba.data.dataset import LineDataset
     from scriba.data.transforms import LineTransform
-    from scriba.pretrain.data import collect_pretrain_lines
     from scriba.pretrain.module import PretrainModule, RelativeEarlyStopping
-    from scriba.train.callbacks import Interrupted, LRScheduleCallback, RunState
-    from scriba.train.datamodule import LineDataModule
-    from scriba.train.job import _cache_limit, _devices, _preload, _prepare_output, _quiet_lightning, _write_split
+    from scriba.train.callbacks import LRScheduleCallback, RunState
+    from scriba.train.datamodule import LineDataModule, collect_lines
     from scriba.train.optim import LRSchedule
     from scriba.train.progress import ProgressReporter
 
+    # the run: configurations (a resumed run's own), output directory, machine, seeds
     g = g or GlobalConfig()
     ckpt: dict[str, Any] | None = None
     if cfg.resume:
-        cfg, g, ckpt = _resume_configs(cfg, g)
+        cfg, g, ckpt = runtime.restore_configs(cfg, g, key="pretrain_config", task="pretraining")
     cfg = check_config(cfg)
-    out = _prepare_output(cfg.checkpoint_path)
-    torch.set_num_threads(max(1, g.num_threads))
-    accelerator, devices = _devices(g.device)
+    out = runtime.prepare_output(cfg.checkpoint_path)
+    accelerator, devices = runtime.setup_machine(g)
+    data_info = runtime.stored_data_info(ckpt)
+    seed, sampler_seed = runtime.seed_run(g, data_info)
 
-    seed = g.seed
-    if seed is None and g.deterministic:
-        seed = 42
-    if seed is not None:
-        L.seed_everything(seed, workers=True, verbose=False)
-    data_info: dict[str, Any] = dict((ckpt or {}).get("scriba", {}).get("data") or {})
-    sampler_seed = int(data_info.get("sampler_seed", seed if seed is not None else random.randrange(2**31)))
-
-    lines = collect_pretrain_lines(cfg, seed, split=data_info.get("split"))
+    # the lines (transcribed or not) and the network
+    lines = collect_lines(cfg, seed, split=data_info.get("split"), require_text=False)
     net = _network(cfg, lines.seg_type, ckpt)
+
+    # the datasets (preprocessed into memory when small enough) and the split they came from
     lt = LineTransform.from_model_input(tuple(net.input), padding=cfg.padding, seg_type=lines.seg_type)
     train_ds = LineDataset(
         lines.train, lt, None, legacy_polygons=cfg.legacy_polygons, augment=cfg.augment, texts=lines.train_texts
     )
     val_ds = LineDataset(lines.val, lt, None, legacy_polygons=cfg.legacy_polygons, texts=lines.val_texts)
-    if train_ds.estimated_bytes() + val_ds.estimated_bytes() <= _cache_limit():
-        train_ds = _preload(train_ds, "training", g.num_workers)
-        val_ds = _preload(val_ds, "validation", g.num_workers)
-        if len(train_ds) == 0:
-            raise ScribaError("none of the training lines could be loaded")
-        if len(val_ds) == 0:
-            raise ScribaError("none of the validation lines could be loaded")
+    train_ds, val_ds = runtime.preload_if_small(train_ds, val_ds, g.num_workers)
     if ckpt is None:
-        net.metadata["seg_type"] = lines.seg_type
-        net.metadata["legacy_polygons"] = cfg.legacy_polygons
-        mode = train_ds.image_mode()
-        net.metadata["one_channel_mode"] = mode if mode in ("1", "L") else None
+        runtime.describe_lines(net, lines.seg_type, cfg.legacy_polygons, train_ds)
+    runtime.record_data(data_info, sampler_seed, lines, train_ds, val_ds)
+    split_file = runtime.write_split(out, lines.split)
 
-    data_info.update(
-        sampler_seed=sampler_seed,
-        split=lines.split,
-        train_lines=len(train_ds),
-        validation_lines=len(val_ds),
-        skipped=len(lines.skipped),
-    )
-    split_file = _write_split(out, lines.split)
+    # the Lightning module and data module
     info = {"task": TASK, "pretrain_config": asdict(cfg), "global_config": asdict(g), "data": data_info}
     module = PretrainModule(
         net,
@@ -205,25 +151,15 @@ def pretrain(
         cfg.batch_size,
         num_workers=g.num_workers,
         seed=sampler_seed,
-        pin_memory=accelerator == "gpu" or (accelerator == "auto" and torch.cuda.is_available()),
+        pin_memory=runtime.uses_gpu(accelerator),
     )
 
-    ckpt_cb = ModelCheckpoint(
-        dirpath=str(out),
-        filename="checkpoint_{epoch:02d}-{val_loss:.4f}",
-        monitor="val_loss",
-        mode="min",
-        save_top_k=10,
-        save_last=True,
-        auto_insert_metric_name=False,
-    )
-    ckpt_cb.CHECKPOINT_NAME_LAST = "checkpoint_last"
+    # callbacks: checkpoints, learning-rate schedule (warmup in steps), resume bookkeeping, progress, stopping
+    ckpt_cb = runtime.checkpoint_callback(out, "val_loss", "min")
     warmup = warmup_steps(cfg)
     sched_cfg = replace(cfg, warmup=warmup)
     run_state = RunState(out, sampler=dm.train_sampler)
-    reporter = ProgressReporter(
-        rich=progress if progress is not None else (sys.stderr.isatty() and g.verbose == 0), metrics=("val_loss",)
-    )
+    reporter = ProgressReporter(rich=runtime.rich_progress(progress, g), metrics=("val_loss",))
     cbs: list[Any] = [
         ckpt_cb,
         LRScheduleCallback(
@@ -240,39 +176,18 @@ def pretrain(
         cbs.append(early)
     cbs.extend(callbacks)
 
-    pl_logger: Any = False
-    if cfg.pl_logger == "tensorboard":
-        from lightning.pytorch.loggers import TensorBoardLogger
-
-        pl_logger = TensorBoardLogger(save_dir=cfg.log_dir or os.getcwd(), name="ketos_pretrain")
-    elif cfg.pl_logger:
-        raise UsageError(f"unknown --logger {cfg.pl_logger!r} (expected tensorboard)")
-
-    val_kw: dict[str, Any] = (
-        {"check_val_every_n_epoch": int(cfg.freq), "val_check_interval": 1.0}
-        if cfg.freq > 1
-        else {"check_val_every_n_epoch": 1, "val_check_interval": float(cfg.freq)}
-    )
-    max_epochs = cfg.epochs if cfg.quit == "fixed" or (cfg.quit == "aneal" and cfg.epochs > 0) else -1
-    trainer = L.Trainer(
+    # fit, then convert the best checkpoint
+    trainer = runtime.build_trainer(
+        cfg,
+        g,
         accelerator=accelerator,
         devices=devices,
-        precision=g.precision,  # type: ignore[arg-type]
-        max_epochs=max_epochs,
+        out=out,
+        callbacks=cbs,
+        logger_name="ketos_pretrain",
         # a fixed run is as long as asked; the minimum only holds back early stopping
         min_epochs=cfg.min_epochs if cfg.quit != "fixed" else None,
-        gradient_clip_val=cfg.gradient_clip_val or None,
         accumulate_grad_batches=cfg.accumulate_grad_batches,
-        callbacks=cbs,
-        logger=pl_logger,
-        log_every_n_steps=10,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        deterministic="warn" if g.deterministic else None,
-        use_distributed_sampler=False,
-        default_root_dir=str(out),
-        **val_kw,
     )
     result = PretrainResult(
         output_dir=str(out),
@@ -281,30 +196,18 @@ def pretrain(
         val_lines=len(val_ds),
         warmup_steps=warmup,
     )
-    try:
-        _quiet_lightning()
-        trainer.fit(module, datamodule=dm, ckpt_path=cfg.resume)
-    except (SIGTERMException, KeyboardInterrupt, Interrupted):
+    interrupted = runtime.fit(trainer, module, dm, cfg.resume)
+    runtime.record_run(result, trainer, module, run_state, reporter)
+    if interrupted:
         result.stopped = "interrupted"
-    result.abort_checkpoint = run_state.abort_path
-    result.history = list(module.history)
-    result.epochs = trainer.current_epoch
-    result.steps = trainer.global_step
-    result.lines_per_second = list(reporter.lines_per_second)
-    if result.stopped == "interrupted":
         logger.warning("pretraining interrupted; continue with: ketos pretrain --resume %s", result.abort_checkpoint)
         return result
-    if early is not None and early.stopped_epoch > 0:
-        result.stopped = "early"
-    elif cfg.quit == "aneal" and trainer.should_stop:
-        result.stopped = "aneal"
-    else:
-        result.stopped = cfg.quit if cfg.quit == "fixed" else "finished"
+    result.stopped = runtime.stop_reason(cfg, trainer, early)
     _finish(result, ckpt_cb, cfg, out)
     return result
 
 
-def _finish(result: PretrainResult, ckpt_cb: Any, cfg: PretrainConfig, out: Any) -> None:
+def _finish(result: PretrainResult, ckpt_cb: Any, cfg: PretrainConfig, out: Path) -> None:
     """Converts the best checkpoint to a weights file holding only the recognition network."""
     from scriba.weights import save_weights
     from scriba.weights.checkpoint import model_from_checkpoint, read_checkpoint_dict

@@ -15,6 +15,7 @@ from scriba.errors import ScribaError
 from scriba.pretrain.contrast import MaskModule, contrastive_forward
 from scriba.pretrain.network import Split, find_split
 from scriba.train.optim import build_optimizer
+from scriba.train.runtime import plain
 from scriba.vgsl.model import RecognitionModel
 
 logger = logging.getLogger(__name__)
@@ -158,7 +159,6 @@ class PretrainModule(L.LightningModule):
     # -- checkpoints -------------------------------------------------------------------------------------------
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        from scriba.train.module import _plain
         from scriba.weights.checkpoint import checkpoint_entry
 
         entry = checkpoint_entry(
@@ -167,7 +167,7 @@ class PretrainModule(L.LightningModule):
             history=list(self.history),
             loss_since_validation=[self._train_sum, self._train_frames],
         )
-        checkpoint["scriba"] = _plain(entry)
+        checkpoint["scriba"] = plain(entry)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         entry = checkpoint.get("scriba") or {}

@@ -4,14 +4,16 @@
 (explicit ``-e`` data, an automatic ``--partition`` split, or the split recorded in a checkpoint) is
 described by line keys so that it can be written to the output directory and reused on ``--resume``.
 :class:`LineDataModule` serves :class:`~scriba.data.dataset.LineDataset` objects through length-bucketed,
-resumable loaders. Pretraining uses both with its own module.
+resumable loaders. Pretraining uses both with its own module (its lines need no transcription:
+``collect_lines(..., require_text=False)``).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,8 +64,16 @@ class LineSets:
 
 
 def _read(paths: Sequence[str], cfg: DataConfig, skipped: list[SkippedItem], tt: Any) -> tuple[list, list]:
+    """The lines of ``paths`` and their transformed texts; without ``tt`` (transcriptions unused) every line is
+    kept, with its text as read."""
     from scriba.data.sources import iter_records
 
+    if tt is None:
+        if cfg.format_type == "path":
+            records = list(_image_records(paths, skipped))
+        else:
+            records = list(iter_records(paths, cfg.format_type, cfg.linetype, on_skip=skipped.append))
+        return records, [r.text for r in records]
     records, texts = [], []
     for rec in iter_records(paths, cfg.format_type, cfg.linetype, on_skip=skipped.append):
         explicit = getattr(tt, "base_dir", None)
@@ -76,11 +86,26 @@ def _read(paths: Sequence[str], cfg: DataConfig, skipped: list[SkippedItem], tt:
     return records, texts
 
 
-def collect_lines(cfg: DataConfig, seed: int | None = None, split: dict[str, Any] | None = None) -> LineSets:
-    """Reads training (and evaluation) data; splits by ``split`` (from a checkpoint) or by ``cfg.partition``."""
+def _image_records(paths: Sequence[str], skipped: list[SkippedItem]) -> Iterator[LineRecord]:
+    """``path``-format lines without their transcriptions: the ``.gt.txt`` file, if any, is not even read."""
+    for p in paths:
+        if not os.path.isfile(p):
+            skipped.append(SkippedItem(p, None, "file not found"))
+            continue
+        yield LineRecord(id=p, source=p, text="", image=p, kind="bbox")
+
+
+def collect_lines(
+    cfg: DataConfig, seed: int | None = None, split: dict[str, Any] | None = None, *, require_text: bool = True
+) -> LineSets:
+    """Reads training (and evaluation) data; splits by ``split`` (from a checkpoint) or by ``cfg.partition``.
+
+    ``require_text=False`` is for data whose transcriptions go unused (pretraining): lines with empty text
+    are kept, texts are left as read (untransformed), and a ``path``-format image needs no ``.gt.txt`` file.
+    """
     if not cfg.training_data:
         raise NoDataError("no training data was given: use -t/--training-data or pass files as arguments")
-    tt = text_transform(cfg)
+    tt = text_transform(cfg) if require_text else None
     skipped: list[SkippedItem] = []
     train, train_texts = _read(cfg.training_data, cfg, skipped, tt)
     _report_skipped("training", skipped)

@@ -7,26 +7,21 @@ and hyperparameters included, comes from the checkpoint; only the machine settin
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import random
-import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scriba.config import QUIT_MODES, RESIZE_ALIASES, RESIZE_MODES, WEIGHTS_FORMATS, GlobalConfig, TrainConfig, build
+from scriba.config import RESIZE_ALIASES, RESIZE_MODES, GlobalConfig, TrainConfig
 from scriba.errors import ScribaError, UsageError
+from scriba.train import runtime
+from scriba.train.runtime import PARTITION_FILE as PARTITION_FILE
 
 logger = logging.getLogger(__name__)
 
-PARTITION_FILE = "partition.json"
 PLOT_FILE = "training_curves.png"
-# preprocessed (compressed) lines are kept in memory when both sets fit in this many bytes (SCRIBA_CACHE_MB
-# overrides; 0 turns the cache off)
-CACHE_LIMIT = 2 * 1024**3
 MICRO_PIXELS = 200_000
 
 
@@ -51,72 +46,13 @@ class TrainResult:
 
 
 def _check_config(cfg: TrainConfig) -> TrainConfig:
-    if cfg.quit not in QUIT_MODES:
-        raise UsageError(f"invalid --quit {cfg.quit!r} (expected one of {', '.join(QUIT_MODES)})")
-    if cfg.quit == "fixed" and cfg.epochs <= 0:
-        raise UsageError("--quit fixed needs a positive number of --epochs")
-    if cfg.freq <= 0 or (cfg.freq > 1 and cfg.freq != int(cfg.freq)):
-        raise UsageError(f"--freq must be a fraction of an epoch or a whole number of epochs, got {cfg.freq}")
-    if cfg.weights_format not in WEIGHTS_FORMATS:
-        raise UsageError(f"invalid --weights-format {cfg.weights_format!r}")
+    runtime.check_run_options(cfg)
     if cfg.resize not in RESIZE_MODES:
         raise UsageError(f"invalid --resize {cfg.resize!r} (expected one of {', '.join(RESIZE_MODES)})")
-    if cfg.batch_size < 1 or cfg.accumulate_grad_batches < 1:
-        raise UsageError("--batch-size and --accumulate-grad-batches must be positive")
-    if cfg.load and cfg.resume:
-        raise UsageError("--load and --resume are mutually exclusive")
-    if cfg.quit == "aneal":
-        from scriba.train.optim import check_aneal
-
-        check_aneal(cfg.schedule)
     if cfg.resize in RESIZE_ALIASES:
         logger.warning("--resize %s is deprecated; use %s", cfg.resize, RESIZE_ALIASES[cfg.resize])
         cfg.resize = RESIZE_ALIASES[cfg.resize]
     return cfg
-
-
-def _prepare_output(path: str) -> Path:
-    out = Path(path)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".scriba-write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise ScribaError(f"output directory cannot be written ({exc.strerror or exc})", path=str(out)) from None
-    return out
-
-
-def _devices(spec: str) -> tuple[str, Any]:
-    spec = (spec or "auto").strip()
-    if spec == "auto":
-        return "auto", 1
-    if spec in ("cpu", "mps"):
-        return spec, 1
-    parts = [p.strip() for p in spec.split(",") if p.strip()]
-    if all(p.startswith("cuda:") and p[5:].isdigit() for p in parts):
-        if len(parts) > 1:
-            raise UsageError(f"training on several devices is not supported ({spec}); pick one, e.g. {parts[0]}")
-        return "gpu", [int(parts[0][5:])]
-    if spec == "cuda":
-        return "gpu", 1
-    raise UsageError(f"invalid device {spec!r}: use auto, cpu, mps or cuda:N")
-
-
-def _resume_configs(cfg: TrainConfig, g: GlobalConfig) -> tuple[TrainConfig, GlobalConfig, dict[str, Any]]:
-    from scriba.weights.checkpoint import read_checkpoint_dict
-
-    ckpt = read_checkpoint_dict(cfg.resume)  # type: ignore[arg-type]
-    entry = ckpt.get("scriba") or {}
-    if "train_config" not in entry:
-        raise ScribaError("not a scriba training checkpoint (no training configuration inside)", path=cfg.resume)
-    stored = dict(entry["train_config"])
-    stored.update(resume=cfg.resume, load=None)
-    new_cfg = build(TrainConfig, stored)
-    gd = dict(entry.get("global_config") or {})
-    # machine settings follow the machine the run continues on; everything else is the run's own
-    gd.update(device=g.device, num_workers=g.num_workers, num_threads=g.num_threads, verbose=g.verbose)
-    return new_cfg, build(GlobalConfig, gd), ckpt
 
 
 def _codec_and_model(cfg: TrainConfig, texts: Sequence[str], seg_type: str, ckpt: dict[str, Any] | None) -> Any:
@@ -193,25 +129,6 @@ def _missing_report(codec: Any, texts: Sequence[str]) -> tuple[int, str]:
     return lines, shown
 
 
-def _cache_limit() -> int:
-    env = os.environ.get("SCRIBA_CACHE_MB")
-    return int(float(env) * 1024**2) if env else CACHE_LIMIT
-
-
-def _preload(ds: Any, name: str, workers: int) -> Any:
-    failed: list[int] = []
-
-    def report(i: int, err: str) -> None:
-        rec = ds.records[i]
-        logger.warning("%s line left out: %s (%s): %s", name, rec.source, rec.id, err)
-
-    failed = ds.preload(workers, on_error=report)
-    if failed:
-        bad = set(failed)
-        ds = ds.subset([i for i in range(len(ds)) if i not in bad])
-    return ds
-
-
 def _micro_batch(batch_size: int, height: int, widths: Sequence[int]) -> int:
     """Lines per forward pass on CPU: a batch of large lines runs faster as several smaller passes whose
     activations stay in cache (default spec, -B 16: about 1.4x), with gradients accumulated to the same sum.
@@ -226,57 +143,31 @@ def _micro_batch(batch_size: int, height: int, widths: Sequence[int]) -> int:
     return max(d for d in range(1, batch_size + 1) if batch_size % d == 0 and d <= fits)
 
 
-def _write_split(out: Path, split: dict[str, Any]) -> str | None:
-    if split.get("mode") != "partition":
-        return None
-    from scriba.weights.atomic import atomic_path
-
-    path = out / PARTITION_FILE
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as fp:
-            json.dump(split, fp, ensure_ascii=False, indent=1)
-    # path-format lines are whole files: also write manifests usable with -t/-e
-    for name, key in (("partition_train.lst", "train"), ("partition_val.lst", "validation")):
-        keys = split.get(key) or []
-        if keys and all("#" not in k for k in keys):
-            with atomic_path(out / name) as tmp:
-                Path(tmp).write_text("".join(f"{os.path.abspath(k)}\n" for k in keys), encoding="utf-8")
-    return str(path)
-
-
 def train(
     cfg: TrainConfig, g: GlobalConfig | None = None, *, callbacks: Sequence[Any] = (), progress: bool | None = None
 ) -> TrainResult:
     """Runs a complete training job; see the module docstring. Raises :class:`~scriba.errors.ScribaError`."""
-    import lightning as L
-    import torch
-
     from scriba.data.dataset import LineDataset
     from scriba.data.transforms import LineTransform
     from scriba.text import TextTransform
-    from scriba.train.callbacks import FreezeBackbone, Interrupted, LRScheduleCallback, RunState
+    from scriba.train.callbacks import FreezeBackbone, LRScheduleCallback, RunState
     from scriba.train.datamodule import LineDataModule, collect_lines, text_transform
     from scriba.train.module import RecognitionModule
     from scriba.train.optim import LRSchedule
     from scriba.train.progress import ProgressReporter
 
+    # the run: configurations (a resumed run's own), output directory, machine, seeds
     g = g or GlobalConfig()
     ckpt: dict[str, Any] | None = None
     if cfg.resume:
-        cfg, g, ckpt = _resume_configs(cfg, g)
+        cfg, g, ckpt = runtime.restore_configs(cfg, g, key="train_config", task="training")
     cfg = _check_config(cfg)
-    out = _prepare_output(cfg.checkpoint_path)
-    torch.set_num_threads(max(1, g.num_threads))
-    accelerator, devices = _devices(g.device)
+    out = runtime.prepare_output(cfg.checkpoint_path)
+    accelerator, devices = runtime.setup_machine(g)
+    data_info = runtime.stored_data_info(ckpt)
+    seed, sampler_seed = runtime.seed_run(g, data_info)
 
-    seed = g.seed
-    if seed is None and g.deterministic:
-        seed = 42
-    if seed is not None:
-        L.seed_everything(seed, workers=True, verbose=False)
-    data_info: dict[str, Any] = dict((ckpt or {}).get("scriba", {}).get("data") or {})
-    sampler_seed = int(data_info.get("sampler_seed", seed if seed is not None else random.randrange(2**31)))
-
+    # the lines and the network, with a codec that covers the training texts
     lines = collect_lines(cfg, seed, split=data_info.get("split"))
     net = _codec_and_model(cfg, lines.train_texts, lines.seg_type, ckpt)
     codec = net.codec
@@ -293,6 +184,7 @@ def train(
             "%d validation line(s) contain characters missing from the codec, counted as errors: %s", n_lines, shown
         )
 
+    # the datasets (preprocessed into memory when small enough) and the split they came from
     lt = LineTransform.from_model_input(tuple(net.input), padding=cfg.padding, seg_type=lines.seg_type)
     tt = text_transform(cfg)
     train_ds = LineDataset(
@@ -305,33 +197,19 @@ def train(
         texts=lines.train_texts,
     )
     val_ds = LineDataset(lines.val, lt, tt, codec=None, legacy_polygons=cfg.legacy_polygons, texts=lines.val_texts)
-    if train_ds.estimated_bytes() + val_ds.estimated_bytes() <= _cache_limit():
-        train_ds = _preload(train_ds, "training", g.num_workers)
-        val_ds = _preload(val_ds, "validation", g.num_workers)
-        if len(train_ds) == 0:
-            raise ScribaError("none of the training lines could be loaded")
-        if len(val_ds) == 0:
-            raise ScribaError("none of the validation lines could be loaded")
+    train_ds, val_ds = runtime.preload_if_small(train_ds, val_ds, g.num_workers)
     if ckpt is None:
-        net.metadata["seg_type"] = lines.seg_type
-        net.metadata["legacy_polygons"] = cfg.legacy_polygons
-        mode = train_ds.image_mode()
-        net.metadata["one_channel_mode"] = mode if mode in ("1", "L") else None
+        runtime.describe_lines(net, lines.seg_type, cfg.legacy_polygons, train_ds)
+    runtime.record_data(data_info, sampler_seed, lines, train_ds, val_ds)
+    split_file = runtime.write_split(out, lines.split)
 
-    data_info.update(
-        sampler_seed=sampler_seed,
-        split=lines.split,
-        train_lines=len(train_ds),
-        validation_lines=len(val_ds),
-        skipped=len(lines.skipped),
-    )
-    split_file = _write_split(out, lines.split)
+    # the Lightning module and data module; large lines on CPU run as micro-batches
     info = {"train_config": asdict(cfg), "global_config": asdict(g), "data": data_info}
     pred_tt = TextTransform(
         normalization=cfg.normalization, normalize_whitespace=cfg.normalize_whitespace, bidi_reordering=False
     )
     module = RecognitionModule(net, cfg, info=info, pred_transform=pred_tt)
-    on_gpu = accelerator == "gpu" or (accelerator == "auto" and torch.cuda.is_available())
+    on_gpu = runtime.uses_gpu(accelerator)
     micro = cfg.batch_size if on_gpu else _micro_batch(cfg.batch_size, net.input[2], train_ds.estimated_widths())
     if micro < cfg.batch_size:
         module.loss_scale = float(cfg.batch_size // micro)
@@ -353,20 +231,12 @@ def train(
         in_process_when_cached=not on_gpu,
     )
 
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+    # callbacks: checkpoints, learning-rate schedule, resume bookkeeping, progress, stopping, freezing
+    from lightning.pytorch.callbacks import EarlyStopping
 
-    ckpt_cb = ModelCheckpoint(
-        dirpath=str(out),
-        filename="checkpoint_{epoch:02d}-{val_accuracy:.4f}",
-        monitor="val_accuracy",
-        mode="max",
-        save_top_k=10,
-        save_last=True,
-        auto_insert_metric_name=False,
-    )
-    ckpt_cb.CHECKPOINT_NAME_LAST = "checkpoint_last"
+    ckpt_cb = runtime.checkpoint_callback(out, "val_accuracy", "max")
     run_state = RunState(out, sampler=dm.train_sampler)
-    reporter = ProgressReporter(rich=progress if progress is not None else (sys.stderr.isatty() and g.verbose == 0))
+    reporter = ProgressReporter(rich=runtime.rich_progress(progress, g))
     cbs: list[Any] = [
         ckpt_cb,
         LRScheduleCallback(
@@ -385,63 +255,26 @@ def train(
         cbs.append(FreezeBackbone(cfg.freeze_backbone))
     cbs.extend(callbacks)
 
-    pl_logger: Any = False
-    if cfg.pl_logger == "tensorboard":
-        from lightning.pytorch.loggers import TensorBoardLogger
-
-        pl_logger = TensorBoardLogger(save_dir=cfg.log_dir or os.getcwd(), name="ketos_train")
-    elif cfg.pl_logger:
-        raise UsageError(f"unknown --logger {cfg.pl_logger!r} (expected tensorboard)")
-
-    val_kw: dict[str, Any] = (
-        {"check_val_every_n_epoch": int(cfg.freq), "val_check_interval": 1.0}
-        if cfg.freq > 1
-        else {"check_val_every_n_epoch": 1, "val_check_interval": float(cfg.freq)}
-    )
-    max_epochs = cfg.epochs if cfg.quit == "fixed" or (cfg.quit == "aneal" and cfg.epochs > 0) else -1
-    _quiet_lightning()
-    trainer = L.Trainer(
+    # fit, then convert the best checkpoint
+    trainer = runtime.build_trainer(
+        cfg,
+        g,
         accelerator=accelerator,
         devices=devices,
-        precision=g.precision,  # type: ignore[arg-type]
-        max_epochs=max_epochs,
-        min_epochs=cfg.min_epochs,
-        gradient_clip_val=cfg.gradient_clip_val or None,
-        accumulate_grad_batches=cfg.accumulate_grad_batches * (cfg.batch_size // micro),
+        out=out,
         callbacks=cbs,
-        logger=pl_logger,
-        log_every_n_steps=10,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        deterministic="warn" if g.deterministic else None,
-        use_distributed_sampler=False,
-        default_root_dir=str(out),
-        **val_kw,
+        logger_name="ketos_train",
+        min_epochs=cfg.min_epochs,
+        accumulate_grad_batches=cfg.accumulate_grad_batches * (cfg.batch_size // micro),
     )
     result = TrainResult(output_dir=str(out), split_file=split_file, train_lines=len(train_ds), val_lines=len(val_ds))
-    from lightning.pytorch.utilities.exceptions import SIGTERMException
-
-    try:
-        trainer.fit(module, datamodule=dm, ckpt_path=cfg.resume, weights_only=True)
-    except (SIGTERMException, KeyboardInterrupt):
+    interrupted = runtime.fit(trainer, module, dm, cfg.resume)
+    runtime.record_run(result, trainer, module, run_state, reporter)
+    if interrupted:
         result.stopped = "interrupted"
-    except Interrupted:
-        result.stopped = "interrupted"
-    result.abort_checkpoint = run_state.abort_path
-    result.history = list(module.history)
-    result.epochs = trainer.current_epoch
-    result.steps = trainer.global_step
-    result.lines_per_second = list(reporter.lines_per_second)
-    if result.stopped == "interrupted":
         logger.warning("training interrupted; continue with: ketos train --resume %s", result.abort_checkpoint)
         return result
-    if early is not None and early.stopped_epoch > 0:
-        result.stopped = "early"
-    elif cfg.quit == "aneal" and trainer.should_stop:
-        result.stopped = "aneal"
-    else:
-        result.stopped = cfg.quit if cfg.quit == "fixed" else "finished"
+    result.stopped = runtime.stop_reason(cfg, trainer, early)
     _finish(result, ckpt_cb, cfg, out)
     return result
 
@@ -467,23 +300,3 @@ def _finish(result: TrainResult, ckpt_cb: Any, cfg: TrainConfig, out: Path) -> N
         result.plot = plot_history(result.history, out / PLOT_FILE)
     except Exception as exc:  # noqa: BLE001 - a missing plot must not cost the trained model
         logger.warning("could not draw the training curves: %s", exc)
-
-
-def _quiet_lightning() -> None:
-    # Lightning's info lines (GPU available, TPU...) and its warnings about our deliberate choices are noise here
-    for name in (
-        "lightning.pytorch.utilities.rank_zero",
-        "lightning.pytorch.accelerators.cuda",
-        "lightning.fabric.utilities.seed",
-        "lightning.pytorch.trainer.connectors.signal_connector",
-    ):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    import warnings
-
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
-    warnings.filterwarnings("ignore", message=".*`training_step` returned `None`.*")
-    warnings.filterwarnings("ignore", message=".*train_dataloader yielded None.*")
-    warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
-    warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
-    warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch ended.*")

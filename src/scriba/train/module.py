@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +14,7 @@ from scriba.config import OptimConfig
 from scriba.errors import ScribaError, SpecError
 from scriba.metrics import Tally
 from scriba.train.optim import build_optimizer
+from scriba.train.runtime import plain
 
 logger = logging.getLogger(__name__)
 
@@ -204,7 +204,7 @@ class RecognitionModule(L.LightningModule):
             hp["pad"] = hp.pop("padding")
         hp["completed_epochs"] = self.trainer.current_epoch if self._trainer is not None else 0
         meta["hyper_params"] = hp
-        return _plain(meta)
+        return plain(meta)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         from scriba.weights.checkpoint import checkpoint_entry
@@ -212,7 +212,7 @@ class RecognitionModule(L.LightningModule):
         saved_meta = self.net.metadata
         self.net.metadata = self.model_metadata()
         try:
-            checkpoint["scriba"] = _plain(
+            checkpoint["scriba"] = plain(
                 checkpoint_entry(
                     self.net,
                     **self.info,
@@ -227,18 +227,3 @@ class RecognitionModule(L.LightningModule):
         entry = checkpoint.get("scriba") or {}
         self.history = [dict(h) for h in entry.get("history", [])]
         self._loss_sum, self._loss_lines = entry.get("loss_since_validation") or (0.0, 0)
-
-
-def _plain(value: Any) -> Any:
-    """Only the types ``torch.load(weights_only=True)`` accepts: dicts, lists, str, numbers, bools, None."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set)):
-        return [_plain(v) for v in value]
-    if isinstance(value, torch.Tensor):
-        return value.item() if value.numel() == 1 else value.tolist()
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    return str(value)
