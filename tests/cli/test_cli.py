@@ -214,11 +214,10 @@ def test_resize_aliases_are_deprecated(experiment, recorded_train, capsys):
     assert "deprecated" in err
 
 
-def test_interrupted_run_says_how_to_resume(experiment, monkeypatch, capsys):
+def test_interrupted_run_exits_130(experiment, monkeypatch, capsys):
     import scriba.train.job as job
 
     monkeypatch.setattr(job, "train", lambda cfg, g: job.TrainResult(
         output_dir="m", stopped="interrupted", abort_checkpoint="m/checkpoint_abort.ckpt"))
     rc, _, err = run_ketos(["train", "p1.xml"], capsys)
-    assert rc == 130
-    assert "--resume m/checkpoint_abort.ckpt" in err and "Traceback" not in err
+    assert rc == 130 and "Traceback" not in err

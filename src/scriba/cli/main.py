@@ -83,9 +83,12 @@ class _WarningFormatter(logging.Formatter):
 def _setup_logging(verbose: int) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_WarningFormatter())
+    level = logging.WARNING - min(10 * verbose, 20)
+    # Records propagated from other loggers skip the root's level, so the handler filters too.
+    handler.setLevel(level)
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(logging.WARNING - min(10 * verbose, 20))
+    root.setLevel(level)
     logging.captureWarnings(True)
     for noisy in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "fsspec", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING if verbose else logging.ERROR)

@@ -126,12 +126,10 @@ def optim_options(cls: type, *, warmup_type: type = int, min_delta_help: str | N
 
 
 def report_run(result, noun: str = "model") -> None:
-    """Tell the user what a training run left behind; an interrupted run exits with status 130."""
+    """Tell the user where the best weights are; an interrupted run exits with status 130."""
     if result.weights:
         click.echo(f"best {noun}: {result.weights}")
-    if result.stopped == "interrupted":
-        where = result.abort_checkpoint or "the output directory"
-        click.echo(f"interrupted: state saved in {where}; continue with --resume {where}", err=True)
+    if result.stopped == "interrupted":  # the job has said where its state is and how to resume
         raise SystemExit(130)
 
 
