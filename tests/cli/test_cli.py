@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from conftest import SHARED_DATA  # noqa: E402
 from scriba.cli.main import main
 
-GUIDE = Path(__file__).resolve().parents[3] / "shared" / "spec" / "training-guide.rst"
+GUIDE = SHARED_DATA.parent / "spec" / "training-guide.rst"
 
 
 def run_ketos(args: list[str], capsys) -> tuple[int, str, str]:
