@@ -66,8 +66,8 @@ SPEC = F.DEFAULT_SPEC  # kraken 7's default recognition spec, passed explicitly 
 SMALL_SPEC = "[1,48,0,1 Cr3,3,32 Mp2,2 Cr3,3,64 Mp2,2 S1(1x0)1,3 Lbx128 Do0.2,2 Lbx128]"
 
 # Per-section time budgets (s) of the time-boxed short profile; the whole run is also capped (--budget).
-SHORT_SECTION_BUDGET = {"peak": 60, "compile": 180, "eval": 240, "train": 660, "defaults": 200, "accuracy": 480,
-                        "crosscer": 360, "interop": 120}
+SHORT_SECTION_BUDGET = {"peak": 60, "compile": 180, "eval": 240, "train": 540, "defaults": 120, "accuracy": 420,
+                        "crosscer": 480, "interop": 90}
 
 
 def settings(a) -> dict:
@@ -88,20 +88,24 @@ def settings(a) -> dict:
         froc_compile_lines=pick(64, None, None),
         froc_compile_split=pick("val", "val", "train"),
         # training throughput (default spec)
-        tp_train_lines=pick(16, 32, 300),
-        tp_val_lines=pick(8, 4, 64),
+        tp_train_lines=pick(16, 48, 300),
+        tp_val_lines=pick(8, 8, 64),
         tp_epochs=pick(2, 2, 3),
         batch_sizes=[1, 16],
         bf16=not a.no_bf16,
         bf16_batches=pick([1, 16], [16], [1, 16]),
         # accuracy at equal epochs
-        acc_spec=pick(SPEC, SMALL_SPEC, SPEC) if a.acc_spec is None else a.acc_spec,
-        acc_train_lines=pick(16, 320, None),
+        acc_spec=SPEC if a.acc_spec is None else a.acc_spec,
+        # short: both tools fine-tune the published froc model the same way (a model trained from scratch
+        # does not read after the few minutes this profile can spend: CER 100 % for both, nothing to compare)
+        acc_load=(a.acc_load if a.acc_load is not None
+                  else pick(None, str(DATA / "froc_mss" / "model_froc.mlmodel"), None)) or None,
+        acc_train_lines=pick(16, 400, None),
         acc_val_lines=pick(8, 64, None),
         acc_test_lines=pick(8, None, None),
-        acc_epochs=a.acc_epochs or pick(1, 4, 10),
-        acc_batch=a.acc_batch or pick(1, 4, 1),
-        acc_lr=a.acc_lr or pick(None, "1e-3", None),
+        acc_epochs=a.acc_epochs or pick(1, 2, 10),
+        acc_batch=a.acc_batch or pick(1, 1, 1),
+        acc_lr=a.acc_lr or pick(None, "1e-4", None),
         # each tool's defaults: time to accuracy (full) or throughput only over fixed epochs (short)
         tta_train_lines=pick(16, 32, None),
         tta_val_lines=pick(8, 4, None),
@@ -113,12 +117,17 @@ def settings(a) -> dict:
         eval_lines=pick(32, None, None),   # published_split/test.lst (356 lines)
         eval_batches={"kraken": pick([1, 16], [1], [1, 16]), "scriba": [1, 16]},
         # cross-system CER
-        cross_train_pages=pick(2, 1, None),
+        cross_train_pages=pick(2, None, None),
         cross_val_pages=pick(1, 1, None),
         cross_test_pages=pick(1, 2, None),
-        cross_epochs=pick(1, 1, a.cross_epochs),
-        # short: fine-tune the froc model (it already reads medieval script) so the CERs are meaningful
-        cross_load=pick(None, str(DATA / "froc_mss" / "model_froc.mlmodel"), None),
+        cross_epochs=pick(1, 6, a.cross_epochs),
+        # short: the small spec (the froc model's architecture, ~10x cheaper than the default) learns to read
+        # cremma in a few minutes; scriba compiles the ALTO pages once (its own line extraction) and trains on
+        # the .arrow, so that epochs do not redo the extraction
+        cross_spec=pick(SPEC, SMALL_SPEC, SPEC),
+        cross_lr=pick(None, "2e-3", None),
+        cross_compile=pick(False, True, False),
+        cross_load=None,
         # interop: kraken trains one epoch on scriba-compiled files
         interop_froc_lines=pick(32, 16, 200),
         interop_cremma_pages=pick(1, 0, 2),
@@ -710,12 +719,14 @@ def section_accuracy(b: Bench) -> None:
                 continue
             (trd, fmt, prov) = b.train_data(tool, "froc_train_acc", "path", tr)
             (vad, _, _) = b.train_data(tool, "froc_val_acc", "path", va)
-            opts = ["-s", s["acc_spec"], "-B", str(s["acc_batch"]), "-u", "NFD"]
+            init = ["--load", s["acc_load"], "--resize", "union"] if s["acc_load"] else ["-s", s["acc_spec"]]
+            opts = [*init, "-B", str(s["acc_batch"]), "-u", "NFD"]
             if s["acc_lr"]:
                 opts += ["-r", str(s["acc_lr"])]
             rec = b.train(tool, f"acc_{tool}", trd, vad, fmt, opts, s["acc_epochs"])
             rec.update(section="accuracy", tool=tool, train_lines=n, data=prov, epochs=s["acc_epochs"],
-                       batch=s["acc_batch"], spec=s["acc_spec"], lr=s["acc_lr"])
+                       batch=s["acc_batch"], spec=None if s["acc_load"] else s["acc_spec"], lr=s["acc_lr"],
+                       load=s["acc_load"])
             rec["lines_per_s"] = epoch_rate(rec, n)
             vals = [e.get("val_accuracy") if e.get("val_accuracy") is not None else e.get("val_accuracy_meta")
                     for e in rec["epochs_seen"]]
@@ -777,12 +788,25 @@ def section_crosscer(b: Bench) -> None:
     tr = b.manifest("cremma_train_x", "cremma_medieval", "splits/train.lst", s["cross_train_pages"])
     va = b.manifest("cremma_val_x", "cremma_medieval", "splits/val.lst", s["cross_val_pages"])
     te = b.manifest("cremma_test_x", "cremma_medieval", "splits/test.lst", s["cross_test_pages"])
-    opts = ["--load", s["cross_load"], "--resize", "union"] if s["cross_load"] else ["-s", SPEC]
-    rec = b.train("scriba", "cross_scriba_alto", tr, va, "alto", [*opts, "-B", "16", "-u", "NFD"],
+    opts = ["--load", s["cross_load"], "--resize", "union"] if s["cross_load"] else ["-s", s["cross_spec"]]
+    if s["cross_lr"]:
+        opts += ["-r", s["cross_lr"]]
+    trd, vad, fmt = tr, va, "alto"
+    if s["cross_compile"]:
+        trc = b.dataset_arrow("scriba", "cremma_train_x", "alto", tr)
+        vac = b.dataset_arrow("scriba", "cremma_val_x", "alto", va)
+        if trc and vac:
+            trd, vad, fmt = trc, vac, "binary"
+    rec = b.train("scriba", "cross_scriba_alto", trd, vad, fmt, [*opts, "-B", "16", "-u", "NFD"],
                   s["cross_epochs"])
+    if not rec.get("weights"):  # stopped by the time box: test the last epoch checkpoint
+        ck = sorted(Path(rec["outdir"]).glob("checkpoint_*-*.ckpt"))
+        rec["weights"] = str(ck[-1]) if ck else None
     rec.update(section="crosscer", tool="scriba", summary={"weights": rec.get("weights")},
                train_pages=b.count_lines(tr), test_pages=b.count_lines(te), epochs=s["cross_epochs"],
-               load=s["cross_load"])
+               load=s["cross_load"], spec=s["cross_spec"], data=fmt,
+               val_cer_per_epoch=[None if e.get("val_accuracy") is None else 1 - e["val_accuracy"]
+                                  for e in rec["epochs_seen"]])
     b.record(rec)
     if not rec.get("weights"):
         return
@@ -969,8 +993,9 @@ def summary_table(b: Bench, by) -> list[str]:
     if any(acc.values()):
         kc, sc_ = cer[("kraken", "kraken")], cer[("scriba", "scriba")]
         d = None if (kc is None or sc_ is None) else 100 * (sc_ - kc)
+        how = f"fine-tuning `{Path(s['acc_load']).name}`" if s["acc_load"] else f"spec `{s['acc_spec']}`"
         rows.append((f"test CER at equal epochs ({s['acc_epochs']} epochs, -B {s['acc_batch']}, lr "
-                     f"{s['acc_lr'] or 'default'}, spec `{s['acc_spec']}`), each tool testing its own model",
+                     f"{s['acc_lr'] or 'default'}, {how}), each tool testing its own model",
                      _f(kc, 2, pct=True), _f(sc_, 2, pct=True),
                      "—" if d is None else f"{d:+.2f} points", "scriba <= kraken + 0.5 points (issues 5, 7)",
                      _verdict(None if d is None else d <= 0.5 + 1e-9)))
@@ -1037,6 +1062,12 @@ def write_results(b: Bench, path: Path) -> None:
     L.append("- ratios are scriba/kraken (throughput: > 1 is better; memory and time: < 1 is better). Raw records: "
              f"`bench/work/{b.tag}/results.json`; logs: `bench/work/{b.tag}/logs/` (each log starts with its "
              "exact command).\n")
+    eb, ea = meta.get("earlier_machine_before"), meta.get("earlier_machine_after")
+    if eb:
+        L.append(f"- this run re-ran only some sections (`--keep`); the others come from the earlier invocation "
+                 f"`python3 bench/run.py {eb.get('argv', '')}` started {eb.get('utc')}, finished "
+                 f"{(ea or {}).get('utc', '?')}; load average before {eb.get('loadavg')}, after "
+                 f"{(ea or {}).get('loadavg', '—')}.\n")
     if s["quick"]:
         L.append("**Quick mode:** tiny subsets, start-up dominated timings; only a harness check, not a benchmark.\n")
     if s["short"]:
@@ -1156,7 +1187,11 @@ def write_results(b: Bench, path: Path) -> None:
     # accuracy
     a = by("accuracy")
     if a:
-        L.append(f"## Accuracy at equal epochs ({s['acc_epochs']} epochs, -B {s['acc_batch']}, same spec and lr)\n")
+        how = f"both fine-tune `{Path(s['acc_load']).name}` (`--resize union`)" if s["acc_load"] else "same spec"
+        L.append(f"## Accuracy at equal epochs ({s['acc_epochs']} epochs, -B {s['acc_batch']}, lr "
+                 f"{s['acc_lr'] or 'default'}, {how})\n")
+        L.append(f"{s['acc_train_lines'] or 'all'} froc train lines, {s['acc_val_lines'] or 'all'} val lines; test: "
+                 f"froc `splits/test.lst` ({s['acc_test_lines'] or 'all 340'} lines), `-u NFD`.\n")
         L.append("| trained by | val CER per epoch | test CER by kraken `ketos test` | test CER by scriba `ketos test` "
                  "| difference (points) |")
         L.append("|---|---|---|---|---|")
@@ -1295,7 +1330,10 @@ def main() -> None:
     ap.add_argument("--acc-epochs", type=int, default=None, help="epochs for the equal-epochs accuracy runs (10)")
     ap.add_argument("--acc-batch", type=int, default=None, help="batch size for the accuracy runs (full 1, short 4)")
     ap.add_argument("--acc-lr", default=None, help="learning rate for the accuracy runs (short 1e-3)")
-    ap.add_argument("--acc-spec", default=None, help="spec for the accuracy runs (full: default spec; short: small)")
+    ap.add_argument("--acc-spec", default=None, help="spec for the accuracy runs trained from scratch (default spec; a small one: SMALL_SPEC in run.py)")
+    ap.add_argument("--acc-load", default=None,
+                    help="weights both tools fine-tune in the accuracy runs (short: froc_mss/model_froc.mlmodel; "
+                         "'' = train from scratch)")
     ap.add_argument("--cross-epochs", type=int, default=10, help="epochs for the cross-system CER model (full)")
     ap.add_argument("--tta-budget", type=int, default=None, help="seconds per tool for time-to-accuracy")
     ap.add_argument("--tta-full", action="store_true",
@@ -1332,6 +1370,8 @@ def main() -> None:
         old = json.loads((b.wdir / "results.json").read_text())
         b.results = [r for r in old if str(r.get("section", "")).split("_")[0] not in todo
                      and r.get("section") not in ("prep", "meta")]
+        b.results += [{**r, "name": "earlier_" + r["name"]} for r in old
+                      if r.get("section") == "meta" and not r["name"].startswith("earlier_")]
     else:
         b.results = []
     b.record({"name": "machine_before", "section": "meta", "ok": True, **machine_info(),

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SHARED_DATA  # noqa: E402
+from conftest import SHARED_DATA
 from scriba.cli.main import main
 
 GUIDE = SHARED_DATA.parent / "spec" / "training-guide.rst"
