@@ -1019,7 +1019,8 @@ def summary_table(b: Bench, by) -> list[str]:
                      "lines", _f(kc, 2, pct=True), _f(sc_, 2, pct=True),
                      "—" if rel is None else f"{100 * rel:.1f} % relative", "<= 10 % relative (issue 3)",
                      _verdict(None if rel is None else rel <= 0.10,
-                              " (model does not read yet: not meaningful)" if (sc_ or 0) > 0.5 else "")))
+                              " (the model only starts to read, CER > 50 %: weak evidence; train longer with --profile full)"
+                              if (sc_ or 0) > 0.5 else "")))
     # reproducibility
     spread = []
     groups: dict = {}
@@ -1241,7 +1242,7 @@ def write_results(b: Bench, path: Path) -> None:
         rel = abs(kc - sc) / sc if (kc is not None and sc) else None
         verdict = "—" if rel is None else ("PASS" if rel <= 0.10 else "FAIL")
         if sc is not None and sc > 0.5:
-            verdict += " (not meaningful: the model has not learnt to read yet, train longer)"
+            verdict += " (the model only starts to read, CER > 50 %: weak evidence; train longer with --profile full)"
         L.append(f"test CER, kraken extracting lines: {_f(kc, 2, pct=True)}; scriba's own: {_f(sc, 2, pct=True)}; "
                  f"relative difference {_f(rel, 1, pct=True)} (limit 10 %): **{verdict}**\n")
         for r in by("crosscer"):
@@ -1277,7 +1278,7 @@ def write_results(b: Bench, path: Path) -> None:
 
     # commands
     L.append("## Exact commands\n")
-    L.append("Run from `bench/work/" + b.tag + "/` with `OMP_NUM_THREADS=MKL_NUM_THREADS=" + str(s["threads"])
+    L.append("Paths relative to the repository root (the harness runs them in `bench/work/" + b.tag + "/`) with `OMP_NUM_THREADS=MKL_NUM_THREADS=" + str(s["threads"])
              + "` and `CUDA_VISIBLE_DEVICES=` (kraken: `bench/.venv-kraken/bin/ketos`, scriba: `.venv/bin/ketos`); "
              "manifests are under `bench/work/" + b.tag + "/manifests/`. One line per measurement (first repeat "
              "only; the other repeats differ only in the output directory).\n")
