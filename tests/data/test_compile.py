@@ -40,7 +40,7 @@ def test_kraken_sample_pages(kraken_data: Path, tmp_path: Path) -> None:
     summary, ds = _compile(tmp_path, ground_truth=inputs)
     assert ds.texts() == [*LITE_TEXTS, "Ꝙesãsͥ", "a9"]
     assert summary.pages == 2 and summary.lines_written == 6 and summary.skipped == {"empty transcription": 1}
-    assert "6 lines written from 2 pages" in str(summary) and "empty transcription" in str(summary)
+    assert "6 lines written from 2 files" in str(summary) and "empty transcription" in str(summary)
     assert ds.seg_type == "baselines" and ds.metadata["im_mode"] == "RGB" and ds.legacy_polygons is False
     assert ds.metadata["counts"]["all"] == 6
     for i in range(len(ds)):

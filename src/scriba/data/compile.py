@@ -59,7 +59,7 @@ class CompileSummary:
     def __str__(self) -> str:
         rows = [
             f"{self.output}: {self.lines_written} lines written from {self.pages} "
-            f"{'page' if self.pages == 1 else 'pages'} in {self.seconds:.1f}s "
+            f"{'file' if self.pages == 1 else 'files'} in {self.seconds:.1f}s "
             f"({self.lines_per_second:.0f} lines/s), type {self.dataset_type}",
         ]
         if self.pages_failed:
