@@ -50,6 +50,31 @@ def _local(el: etree._Element) -> str:
     return etree.QName(el).localname
 
 
+_Info = tuple[list[str], str | None, dict[str, str]]
+
+
+def _inherited_info(
+    line: etree._Element, own_info: Callable[[etree._Element], _Info], applies: Callable[[str], bool]
+) -> _Info:
+    """A line's languages, direction and tags; values of enclosing blocks/regions and the page fill the gaps.
+
+    The nearest enclosing element wins; nothing above the page counts.
+    """
+    langs, direction, tags = own_info(line)
+    for anc in line.iterancestors():
+        name = _local(anc)
+        if not applies(name):
+            continue
+        a_langs, a_dir, a_tags = own_info(anc)
+        langs = langs or a_langs
+        direction = direction or a_dir
+        for k, v in a_tags.items():
+            tags.setdefault(k, v)
+        if name == "Page":
+            break
+    return langs, direction, tags
+
+
 def _language(value: str) -> str | None:
     value = value.strip()
     if not value:
@@ -256,16 +281,9 @@ def _parse_alto(root: etree._Element, path: str, linetype: str) -> tuple[str, li
     records: list[LineRecord] = []
     for idx, line in enumerate(root.iterfind("./{*}Layout//{*}TextLine")):
         line_id = line.get("ID") or f"line_{idx}"
-        langs, direction, line_tags = own_info(line)
-        # Block and page values apply to lines that do not set their own.
-        for anc in line.iterancestors():
-            if _local(anc) not in ("TextBlock", "Page", "ComposedBlock"):
-                continue
-            a_langs, a_dir, a_tags = own_info(anc)
-            langs = langs or a_langs
-            direction = direction or a_dir
-            for k, v in a_tags.items():
-                line_tags.setdefault(k, v)
+        langs, direction, line_tags = _inherited_info(
+            line, own_info, lambda name: name in ("TextBlock", "Page", "ComposedBlock")
+        )
         text = "".join(
             # kraken reads a String without CONTENT as a space, like SP; its lines are then whitespace, not empty.
             (el.get("CONTENT") or " ") if _local(el) == "String" else " "
@@ -329,17 +347,9 @@ def _parse_page_xml(root: etree._Element, path: str, linetype: str) -> tuple[str
     records: list[LineRecord] = []
     for idx, line in enumerate(page_el.iter("{*}TextLine")):
         line_id = line.get("id") or f"line_{idx}"
-        langs, direction, line_tags = own_info(line)
-        for anc in line.iterancestors():
-            if not (_local(anc).endswith("Region") or _local(anc) == "Page"):
-                continue
-            a_langs, a_dir, a_tags = own_info(anc)
-            langs = langs or a_langs
-            direction = direction or a_dir
-            for k, v in a_tags.items():
-                line_tags.setdefault(k, v)
-            if _local(anc) == "Page":
-                break
+        langs, direction, line_tags = _inherited_info(
+            line, own_info, lambda name: name.endswith("Region") or name == "Page"
+        )
         equiv = line.find("./{*}TextEquiv")
         scope = equiv if equiv is not None else line
         text = "".join(u.text or "" for u in scope.iter("{*}Unicode"))
