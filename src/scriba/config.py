@@ -16,6 +16,7 @@ DEFAULT_SPEC = (
 )
 
 PRECISIONS = (
+    "auto",
     "transformer-engine",
     "transformer-engine-float16",
     "16-true",
@@ -44,7 +45,9 @@ class GlobalConfig:
     """Options of the ``ketos`` group, shared by every subcommand."""
 
     device: str = "auto"
-    precision: str = "32-true"
+    # "auto": bf16-mixed for `ketos train` on a CPU with native bfloat16 (AVX-512 BF16 or AMX), where it is
+    # about 1.5x faster at the same accuracy; 32-true everywhere else (GPUs, pretraining, `ketos test`)
+    precision: str = "auto"
     num_workers: int = 1
     num_threads: int = 1
     seed: int | None = None

@@ -328,7 +328,7 @@ def _settings(cfg: TestConfig, g: GlobalConfig, legacy: bool, device: Any) -> di
         "base_dir": cfg.base_dir,
         "legacy_polygons": legacy,
         "device": str(device),
-        "precision": g.precision,
+        "precision": "32-true" if g.precision == "auto" else g.precision,
         "num_workers": g.num_workers,
         "num_threads": g.num_threads,
     }

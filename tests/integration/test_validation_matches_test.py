@@ -1,4 +1,5 @@
-"""Validation during training and ``ketos test`` share decode and metric code, so their numbers agree."""
+"""Validation during training and ``ketos test`` share decode and metric code, so their numbers agree, also
+when training runs in bf16 (validation stays in full precision, as ``ketos test`` does)."""
 
 from __future__ import annotations
 
@@ -13,15 +14,15 @@ from train_helpers import make_lines, tiny_config, tiny_global  # noqa: E402
 from scriba.config import TestConfig as EvalConfig  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+@pytest.fixture(scope="module", params=["32-true", "bf16-mixed"])
+def trained(tmp_path_factory, request):
     from scriba.train.job import train
 
     root = tmp_path_factory.mktemp("agree")
     data = {"train": make_lines(root / "train", 32, 1, "t"), "val": make_lines(root / "val", 12, 2, "v")}
     cfg = tiny_config(data, root / "model", epochs=25, batch_size=4,
                       spec="[1,24,0,1 Cr3,3,16 Mp2,2 S1(1x0)1,3 Lbx48]")
-    return data, train(cfg, tiny_global(), progress=False)
+    return data, train(cfg, tiny_global(precision=request.param), progress=False)
 
 
 @pytest.mark.parametrize("batch_size", [1, 5])

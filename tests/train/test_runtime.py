@@ -63,3 +63,38 @@ def test_write_split_only_for_a_partition(tmp_path: Path) -> None:
     assert json.loads(Path(path).read_text()) == split  # type: ignore[arg-type]
     assert (tmp_path / "partition_train.lst").exists()
     assert not (tmp_path / "partition_val.lst").exists()  # not whole files
+
+
+@pytest.mark.parametrize(
+    ("precision", "bf16_cpu", "accelerator", "task", "expected"),
+    [
+        ("auto", True, "cpu", "train", "bf16-mixed"),
+        ("auto", False, "cpu", "train", "32-true"),
+        ("auto", True, "cpu", "pretrain", "32-true"),
+        ("auto", True, "gpu", "train", "32-true"),
+        ("32-true", True, "cpu", "train", "32-true"),
+        ("bf16-mixed", False, "cpu", "pretrain", "bf16-mixed"),
+    ],
+)
+def test_auto_precision(monkeypatch, precision, bf16_cpu, accelerator, task, expected) -> None:
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: bf16_cpu)
+    assert runtime.resolve_precision(GlobalConfig(precision=precision), accelerator, task=task) == expected
+
+
+def test_auto_is_the_default_and_reaches_the_trainer(monkeypatch, tmp_path) -> None:
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: True)
+    assert GlobalConfig().precision == "auto"
+    trainer = runtime.build_trainer(
+        TrainConfig(quit="fixed", epochs=1), GlobalConfig(), accelerator="cpu", devices=1, out=tmp_path,
+        callbacks=[], logger_name="t", min_epochs=None, accumulate_grad_batches=1,
+    )
+    assert "bf16" in type(trainer.precision_plugin).__name__.lower() or trainer.precision == "bf16-mixed"
+
+
+def test_cpu_has_bf16_reads_cpuinfo() -> None:
+    flags = ""
+    try:
+        flags = next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")), "")
+    except OSError:
+        pass
+    assert runtime.cpu_has_bf16() == ("avx512_bf16" in flags.split() or "amx_bf16" in flags.split())

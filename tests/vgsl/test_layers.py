@@ -188,3 +188,22 @@ def test_loaded_networks_skip_initialisation(monkeypatch):
     build_model("[1,8,0,1 Cr3,3,4 S1(1x0)1,3 Lbx6 O1c5]", init=False)
     with pytest.raises(AssertionError):
         build_model("[1,8,0,1 Cr3,3,4 S1(1x0)1,3 Lbx6 O1c5]")
+
+
+def test_rnn_runs_in_fp32_under_cpu_autocast():
+    """bf16 autocast on CPU: convolutions compute in bf16, the LSTM (slow in bf16 on CPUs) in fp32."""
+    net = build_model("[1,16,0,1 Cr3,3,8 S1(1x0)1,3 Lbx12 O1c5]")
+    conv, rnn = net.nn[0], net.nn[2]
+    seen = {}
+    conv.register_forward_hook(lambda _m, _i, o: seen.__setitem__("conv", o[0].dtype))
+    rnn.register_forward_hook(lambda _m, i, o: seen.__setitem__("rnn", (i[0].dtype, o[0].dtype)))
+    x = torch.rand(2, 1, 16, 30)
+    for lens in (torch.tensor([30, 30]), torch.tensor([30, 20])):  # unpadded and padded paths
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out, _ = net(x, lens)
+        assert seen["conv"] == torch.bfloat16
+        assert seen["rnn"] == (torch.bfloat16, torch.float32)
+    out.float().sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
+    ref, _ = net(x, torch.tensor([30, 20]))
+    assert torch.allclose(out.float(), ref, atol=0.1)

@@ -185,6 +185,7 @@ def pretrain(
         out=out,
         callbacks=cbs,
         logger_name="ketos_pretrain",
+        task="pretrain",
         # a fixed run is as long as asked; the minimum only holds back early stopping
         min_epochs=cfg.min_epochs if cfg.quit != "fixed" else None,
         accumulate_grad_batches=cfg.accumulate_grad_batches,

@@ -141,7 +141,10 @@ class RecognitionModule(L.LightningModule):
             return
         from scriba.decode import decode_text
 
-        logits, lens = self._logits(batch)
+        # validation runs in full precision whatever the training precision, so that its figures are the
+        # ones `ketos test` gives for the saved weights
+        with torch.autocast(self.device.type, enabled=False):
+            logits, lens = self._logits(batch)
         preds = decode_text(logits.float(), lens, self.net.codec)
         assert self._tally is not None
         for ref, pred in zip(batch["texts"], preds):

@@ -115,6 +115,30 @@ def setup_machine(g: GlobalConfig) -> tuple[str, Any]:
     return parse_device(g.device)
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX), where bf16 convolutions pay."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def resolve_precision(g: GlobalConfig, accelerator: str, *, task: str) -> str:
+    """The Lightning precision of a run: ``g.precision``, with ``auto`` resolved for ``task`` ("train" gets
+    bf16-mixed on a CPU with native bfloat16, everything else 32-true)."""
+    if g.precision != "auto":
+        return g.precision
+    if task == "train" and not uses_gpu(accelerator) and cpu_has_bf16():
+        logger.info("precision auto: bf16-mixed (this CPU computes bfloat16 natively; validation stays fp32)")
+        return "bf16-mixed"
+    return "32-true"
+
+
 def uses_gpu(accelerator: str) -> bool:
     """Whether the run will train on a CUDA device."""
     import torch
@@ -277,6 +301,7 @@ def build_trainer(
     logger_name: str,
     min_epochs: int | None,
     accumulate_grad_batches: int,
+    task: str = "train",
 ) -> Any:
     """The Lightning trainer for ``cfg``'s run length (``--quit``, ``--epochs``), validation frequency
     (``--freq``), clipping and ``--logger``; Lightning's own output is quieted."""
@@ -300,7 +325,7 @@ def build_trainer(
     return L.Trainer(
         accelerator=accelerator,
         devices=devices,
-        precision=g.precision,  # type: ignore[arg-type]
+        precision=resolve_precision(g, accelerator, task=task),  # type: ignore[arg-type]
         max_epochs=max_epochs,
         min_epochs=min_epochs,
         gradient_clip_val=cfg.gradient_clip_val or None,
