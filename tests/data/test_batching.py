@@ -30,3 +30,35 @@ def test_collate_without_labels_and_unsorted():
 def test_collate_height_mismatch():
     with pytest.raises(ValueError):
         collate_lines([{"image": torch.ones(1, 4, 3)}, {"image": torch.ones(1, 5, 3)}])
+
+
+def test_width_multiple_pads_the_batch_but_not_the_lengths():
+    s = [{"image": torch.ones(1, 4, w), "labels": [1], "text": "a", "id": str(w)} for w in (70, 130)]
+    b = collate_lines(s, width_multiple=64)
+    assert b["images"].shape[-1] == 192
+    assert b["seq_lens"].tolist() == [130, 70]
+    assert b["images"][:, :, :, 130:].abs().sum() == 0
+    assert collate_lines(s, width_multiple=1)["images"].shape[-1] == 130
+
+
+def test_training_padding_leaves_the_loss_and_gradients_unchanged():
+    """The network masks padded frames, so rounding training widths up changes no loss or gradient."""
+    from scriba.train.datamodule import TRAIN_WIDTH_MULTIPLE, collate_training
+    from scriba.vgsl import build_model
+
+    torch.manual_seed(0)
+    net = build_model("[1,24,0,1 Cr3,3,8 Mp2,2 Cr3,3,8 S1(1x0)1,3 Lbx16 O1c6]")
+    net.eval()  # no dropout; the same kernels either way
+    sample = {"image": torch.rand(1, 24, 101), "labels": [1, 2, 3], "text": "abc", "id": "x"}
+    grads, losses = [], []
+    for batch in (collate_lines([sample]), collate_training([sample])):
+        net.zero_grad()
+        out, lens = net(batch["images"], batch["seq_lens"])
+        logp = out.squeeze(2).log_softmax(1).permute(2, 0, 1)
+        loss = torch.nn.functional.ctc_loss(logp, torch.tensor([1, 2, 3]), lens, torch.tensor([3]), reduction="sum")
+        loss.backward()
+        losses.append(float(loss.detach()))
+        grads.append(torch.cat([p.grad.flatten() for p in net.parameters()]))
+    assert collate_training([sample])["images"].shape[-1] == 2 * TRAIN_WIDTH_MULTIPLE
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    assert torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-6)

@@ -8,10 +8,11 @@ from typing import Any
 import torch
 
 
-def collate_lines(samples: Sequence[dict[str, Any]], sort: bool = True) -> dict[str, Any]:
+def collate_lines(samples: Sequence[dict[str, Any]], sort: bool = True, width_multiple: int = 1) -> dict[str, Any]:
     """Stacks ``LineDataset`` samples into ``images (N, C, H, Wmax)`` padded with zeros on the right.
 
     Samples are sorted by width, widest first, as kraken does (``sort=False`` keeps the input order).
+    ``width_multiple`` rounds the batch's width up (``seq_lens`` keep the lines' own widths).
     ``labels`` is the concatenation of all samples' labels (``None`` when any sample has none) and
     ``label_lens`` their lengths.
     """
@@ -26,7 +27,8 @@ def collate_lines(samples: Sequence[dict[str, Any]], sort: bool = True) -> dict[
         if tuple(s["image"].shape[:2]) != (c, h):
             raise ValueError(f"line {s.get('id')!r}: image shape {tuple(s['image'].shape)} does not match ({c}, {h}, W)")
     widths = [int(s["image"].shape[-1]) for s in items]
-    images = items[0]["image"].new_zeros((len(items), c, h, max(widths)))
+    width = -(-max(widths) // width_multiple) * width_multiple
+    images = items[0]["image"].new_zeros((len(items), c, h, width))
     for i, s in enumerate(items):
         images[i, :, :, : widths[i]] = s["image"]
     labels = [s.get("labels") for s in items]
