@@ -61,4 +61,5 @@ def test_training_padding_leaves_the_loss_and_gradients_unchanged():
         grads.append(torch.cat([p.grad.flatten() for p in net.parameters()]))
     assert collate_training([sample])["images"].shape[-1] == 2 * TRAIN_WIDTH_MULTIPLE
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
-    assert torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-6)
+    # the same up to float rounding (oneDNN may pick other kernels for another width)
+    assert float((grads[0] - grads[1]).norm() / grads[0].norm()) < 1e-4
