@@ -1222,12 +1222,15 @@ def write_results(b: Bench, path: Path) -> None:
     d = by("defaults")
     if d:
         L.append(f"## Each tool's defaults: throughput and time to accuracy (val CER < {100 * s['tta_target_cer']:.0f} %)\n")
-        if s["defaults_epochs"]:
-            L.append(f"Only `-u NFD`, the data and `-q fixed -N {s['defaults_epochs']}` are given "
-                     f"({s['tta_train_lines']} training / {s['tta_val_lines']} validation lines): throughput only, "
+        # described from the runs' own records (a --report-only run has other settings)
+        fixed = next((r.get("fixed_epochs") for r in d if r.get("fixed_epochs")), None)
+        n_lines = next((r.get("train_lines") for r in d if r.get("train_lines")), None)
+        if fixed:
+            L.append(f"Only `-u NFD`, the data and `-q fixed -N {fixed}` are given "
+                     f"({n_lines} training lines): throughput only, "
                      "the time to accuracy is not measured in this profile.\n")
         else:
-            L.append(f"Only `-u NFD` and the data are given (all {s['tta_train_lines'] or 'froc train'} lines, "
+            L.append(f"Only `-u NFD` and the data are given (all {n_lines or 'froc train'} lines, "
                      f"validation on all of froc val at each tool's default frequency, once an epoch). scriba runs "
                      f"first; kraken's budget is capped at {s.get('tta_factor', 4):g}x scriba's time to target "
                      "unless `--tta-full`: a kraken run that does not reach the target within it gives a lower "
