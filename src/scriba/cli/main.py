@@ -43,7 +43,8 @@ def _g(name: str):
 @click.option("-d", "--device", default=_g("device"), callback=_check_device,
               help="Device: auto, cpu, mps, cuda:N or several GPUs as cuda:N,cuda:M.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default=_g("precision"),
-              help="Numerical precision (Lightning precision string).")
+              help="Numerical precision (Lightning precision string); auto: bf16-mixed for training on a CPU "
+              "with native bfloat16, 32-true otherwise.")
 @click.option("--workers", "num_workers", type=click.IntRange(0), default=_g("num_workers"),
               help="Number of worker processes for data loading and compilation.")
 @click.option("--threads", "num_threads", type=click.IntRange(1), default=_g("num_threads"),
