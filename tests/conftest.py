@@ -12,6 +12,17 @@ SHARED_DATA = Path(os.environ.get("SCRIBA_SHARED_DATA", ROOT.parent / "shared" /
 EXAMPLE_DATA = ROOT / "examples" / "froc_sample"
 
 
+def run_ketos(args: list[str], capsys) -> tuple[int, str, str]:
+    """``ketos ARGS`` in this process: (exit status, stdout, stderr)."""
+    from scriba.cli.main import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+        raise SystemExit(0)
+    out = capsys.readouterr()
+    return int(exc.value.code or 0), out.out, out.err
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The real test data folder (``../shared/data``); skips the test when it is missing."""

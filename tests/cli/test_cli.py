@@ -10,18 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SHARED_DATA
-from scriba.cli.main import main
+from conftest import SHARED_DATA, run_ketos
 
 GUIDE = SHARED_DATA.parent / "spec" / "training-guide.rst"
-
-
-def run_ketos(args: list[str], capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-        raise SystemExit(0)
-    out = capsys.readouterr()
-    return int(exc.value.code or 0), out.out, out.err
 
 
 def guide_options(command: str) -> list[str]:

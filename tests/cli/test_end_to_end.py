@@ -8,17 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from scriba.cli.main import main
+from conftest import run_ketos as ketos
 
 SPEC = "[1,24,0,1 Cr3,3,16 Mp2,2 S1(1x0)1,3 Lbx32]"
-
-
-def ketos(args: list[str], capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-        raise SystemExit(0)
-    out = capsys.readouterr()
-    return int(exc.value.code or 0), out.out, out.err
 
 
 @pytest.fixture
