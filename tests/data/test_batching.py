@@ -63,3 +63,41 @@ def test_training_padding_leaves_the_loss_and_gradients_unchanged():
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
     # the same up to float rounding (oneDNN may pick other kernels for another width)
     assert float((grads[0] - grads[1]).norm() / grads[0].norm()) < 1e-4
+
+
+def test_training_padding_on_real_lines_with_the_default_network():
+    """Two real manuscript lines (the repo's FROC sample) through kraken's default network: the padded training
+    batch gives the loss and gradients of the unpadded one."""
+    from pathlib import Path
+
+    from scriba.codec import Codec
+    from scriba.config import DEFAULT_SPEC
+    from scriba.data.dataset import LineDataset
+    from scriba.data.records import LineRecord
+    from scriba.data.transforms import LineTransform
+    from scriba.text import TextTransform
+    from scriba.train.datamodule import collate_training
+    from scriba.vgsl import build_model
+
+    root = Path(__file__).resolve().parents[2] / "examples" / "froc_sample"
+    images = sorted((root / "train").rglob("*.png"))[:2]
+    texts = [p.with_suffix("").with_suffix(".gt.txt").read_text(encoding="utf-8").strip() for p in images]
+    codec = Codec(sorted(set("".join(texts))))
+    torch.manual_seed(0)
+    net = build_model(DEFAULT_SPEC.rstrip("]") + f" O1c{codec.max_label + 1}]")
+    net.eval()
+    recs = [LineRecord(id=str(p), source=str(p), text=t, image=str(p)) for p, t in zip(images, texts)]
+    ds = LineDataset(recs, LineTransform.from_model_input(tuple(net.input), padding=16), TextTransform(), codec=codec)
+    samples = [ds[i] for i in range(len(ds))]
+    results = []
+    for batch in (collate_lines(samples), collate_training(samples)):
+        net.zero_grad()
+        out, lens = net(batch["images"], batch["seq_lens"])
+        logp = out.squeeze(2).log_softmax(1).permute(2, 0, 1)
+        loss = torch.nn.functional.ctc_loss(logp, batch["labels"], lens, batch["label_lens"], reduction="sum")
+        loss.backward()
+        results.append((float(loss.detach()), torch.cat([p.grad.flatten() for p in net.parameters()]), batch))
+    (l0, g0, b0), (l1, g1, b1) = results
+    assert b1["images"].shape[-1] % 64 == 0 and b1["images"].shape[-1] > b0["images"].shape[-1]
+    assert l0 == pytest.approx(l1, rel=1e-5)
+    assert float((g0 - g1).norm() / g0.norm()) < 1e-4
