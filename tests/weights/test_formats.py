@@ -123,3 +123,18 @@ def test_coreml_io_does_not_import_coremltools(tmp_path):
         "assert spec.description.metadata.userDefined['vgsl'] == m.spec\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "coreml"])
+def test_written_weights_get_the_umask_mode_not_0600(tmp_path, fmt):
+    if fmt == "coreml":
+        pytest.importorskip("coremltools")
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        path = save_weights(_model(), tmp_path / "m", weights_format=fmt)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
