@@ -733,7 +733,8 @@ def section_accuracy(b: Bench) -> None:
         (trd, fmt, prov) = b.train_data(tool, "froc_train_acc", "path", tr)
         (vad, _, _) = b.train_data(tool, "froc_val_acc", "path", va)
         init = ["--load", s["acc_load"], "--resize", "union"] if s["acc_load"] else ["-s", s["acc_spec"]]
-        opts = [*init, "-B", str(s["acc_batch"]), "-u", "NFD"]
+        # the same schedule for both (scriba's default, reduceonplateau, is not kraken's constant rate)
+        opts = [*init, "-B", str(s["acc_batch"]), "-u", "NFD", "--schedule", "constant"]
         if s["acc_lr"]:
             opts += ["-r", str(s["acc_lr"])]
         tag = f"acc_{tool}" + (f"_{variant}" if variant else "")
@@ -1047,8 +1048,8 @@ def summary_table(b: Bench, by) -> list[str]:
         kc, sc_ = cer[("kraken", "kraken")], cer[("scriba", "scriba")]
         d = None if (kc is None or sc_ is None) else 100 * (sc_ - kc)
         how = f"fine-tuning `{Path(s['acc_load']).name}`" if s["acc_load"] else f"spec `{s['acc_spec']}`"
-        rows.append((f"test CER at equal epochs ({s['acc_epochs']} epochs, -B {s['acc_batch']}, lr "
-                     f"{s['acc_lr'] or 'default'}, {how}), each tool testing its own model",
+        rows.append((f"test CER at equal epochs ({s['acc_epochs']} epochs, -B {s['acc_batch']}, constant lr "
+                     f"{s['acc_lr'] or '1e-3'}, {how}), each tool testing its own model",
                      _f(kc, 2, pct=True), _f(sc_, 2, pct=True),
                      "—" if d is None else f"{d:+.2f} points", "scriba <= kraken + 0.5 points (issues 5, 7)",
                      _verdict(None if d is None else d <= 0.5 + 1e-9)))
@@ -1255,8 +1256,8 @@ def write_results(b: Bench, path: Path) -> None:
     a = by("accuracy")
     if a:
         how = f"both fine-tune `{Path(s['acc_load']).name}` (`--resize union`)" if s["acc_load"] else "same spec"
-        L.append(f"## Accuracy at equal epochs ({s['acc_epochs']} epochs, -B {s['acc_batch']}, lr "
-                 f"{s['acc_lr'] or 'default'}, {how})\n")
+        L.append(f"## Accuracy at equal epochs ({s['acc_epochs']} epochs, -B {s['acc_batch']}, constant lr "
+                 f"{s['acc_lr'] or '1e-3'}, {how})\n")
         L.append(f"{s['acc_train_lines'] or 'all'} froc train lines, {s['acc_val_lines'] or 'all'} val lines; test: "
                  f"froc `splits/test.lst` ({s['acc_test_lines'] or 'all 340'} lines), `-u NFD`.\n")
         L.append("| trained by | val CER per epoch | test CER by kraken `ketos test` | test CER by scriba `ketos test` "

@@ -2,25 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("SCRIBA_SHARED_DATA", ROOT.parent / "shared" / "data")).resolve()
-EXAMPLE_DATA = ROOT / "examples" / "froc_sample"
-
-
-def run_ketos(args: list[str], capsys) -> tuple[int, str, str]:
-    """``ketos ARGS`` in this process: (exit status, stdout, stderr)."""
-    from scriba.cli.main import main
-
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-        raise SystemExit(0)
-    out = capsys.readouterr()
-    return int(exc.value.code or 0), out.out, out.err
+from shared_paths import SHARED_DATA
 
 
 @pytest.fixture(scope="session")

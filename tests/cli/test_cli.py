@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SHARED_DATA, run_ketos
+from shared_paths import SHARED_DATA, run_ketos
 
 GUIDE = SHARED_DATA.parent / "spec" / "training-guide.rst"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_ketos as ketos
+from shared_paths import run_ketos as ketos
 
 SPEC = "[1,24,0,1 Cr3,3,16 Mp2,2 S1(1x0)1,3 Lbx32]"
 

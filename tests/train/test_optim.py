@@ -113,6 +113,16 @@ def test_reduce_on_plateau_uses_gamma_and_patience():
     assert t.lr(5) == s.lr(5) and t.plateau_bad == s.plateau_bad
 
 
+def test_default_schedule_lowers_the_rate_after_two_stalled_validations():
+    s = LRSchedule.from_config(TrainConfig(), steps_per_epoch=100)
+    lrs = []
+    for acc in [0.05, 0.14, 0.65, 0.77, 0.76, 0.77, 0.80, 0.79, 0.79]:
+        s.on_validation(acc)
+        lrs.append(s.lr(1000))
+    # 0.76 and 0.77 (not better than 0.77) -> 3e-4; 0.79 twice after 0.80 -> 9e-5
+    assert lrs == pytest.approx([1e-3] * 5 + [3e-4] * 3 + [9e-5])
+
+
 def test_cosine_and_warm_restarts():
     s = LRSchedule("cosine", 1.0, steps_per_epoch=10, cos_t_max=2, cos_min_lr=0.0)
     assert s.lr(0) == pytest.approx(1.0)

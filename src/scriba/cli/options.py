@@ -108,7 +108,7 @@ def optim_options(cls: type, *, warmup_type: type = int, min_delta_help: str | N
         click.option("-ss", "--step-size", type=click.IntRange(1), default=d("step_size"),
                      help="Validation runs between decays for exponential and step schedules."),
         click.option("--sched-patience", "rop_patience", type=click.IntRange(0), default=d("rop_patience"),
-                     help="Validation runs without improvement before reduceonplateau lowers the rate."),
+                     help="Validation runs without improvement that reduceonplateau tolerates; it lowers the rate at the next one."),
         click.option("--cos-max", "cos_t_max", type=click.IntRange(1), default=d("cos_t_max"),
                      help="Epoch of minimal learning rate for the cosine schedules."),
         click.option("--cos-min-lr", type=click.FloatRange(0), default=d("cos_min_lr"),
