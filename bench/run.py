@@ -114,6 +114,7 @@ def settings(a) -> dict:
         tta_full=a.tta_full,
         tta_factor=a.tta_factor,
         tta_tools=tuple(a.tta_tools.split(",")),
+        acc_tools=tuple(a.acc_tools.split(",")),
         # short: `-q fixed -N 2`, throughput only, no time to accuracy (unless --tta)
         defaults_epochs=None if a.tta else pick(None, 2, None),
         # evaluation
@@ -728,7 +729,7 @@ def section_accuracy(b: Bench) -> None:
     # accuracy holds, once more in fp32
     runs = [(t, None) for t in b.order(0)] + [("scriba", "fp32")]
     for tool, variant in runs:
-        if not b.have(tool):
+        if not b.have(tool) or acc_key(tool, variant) not in s["acc_tools"]:
             continue
         (trd, fmt, prov) = b.train_data(tool, "froc_train_acc", "path", tr)
         (vad, _, _) = b.train_data(tool, "froc_val_acc", "path", va)
@@ -761,6 +762,11 @@ def section_accuracy(b: Bench) -> None:
                 t.update(section="accuracy_test", tool=tool, tester=tester, variant=variant,
                          summary={"cer": _r(t.get("cer"), 4), "chars": t.get("chars")})
                 b.record(t)
+
+
+def acc_key(tool: str, variant: str | None) -> str:
+    """The name of an accuracy run in --acc-tools: kraken, scriba, scriba_fp32."""
+    return tool + (f"_{variant}" if variant else "")
 
 
 def section_eval(b: Bench) -> None:
@@ -1403,6 +1409,9 @@ def main() -> None:
     ap.add_argument("--acc-load", default=None,
                     help="weights both tools fine-tune in the accuracy runs (short: froc_mss/model_froc.mlmodel; "
                          "'' = train from scratch)")
+    ap.add_argument("--acc-tools", default="kraken,scriba,scriba_fp32",
+                    help="accuracy runs to make (kraken, scriba, scriba_fp32); with --keep the others are kept from "
+                         "an earlier run, so that the full profile's long runs can be split over several sittings")
     ap.add_argument("--cross-epochs", type=int, default=10, help="epochs for the cross-system CER model (full)")
     ap.add_argument("--tta-budget", type=int, default=None, help="seconds per tool for time-to-accuracy")
     ap.add_argument("--tta-full", action="store_true",
@@ -1446,9 +1455,19 @@ def main() -> None:
     if a.keep and (b.wdir / "results.json").exists():
         old = json.loads((b.wdir / "results.json").read_text())
         kept_tools = set(TOOLS) - set(b.s["tta_tools"])
-        b.results = [r for r in old if (str(r.get("section", "")).split("_")[0] not in todo
-                                        or (r.get("section") == "defaults" and r.get("tool") in kept_tools))
-                     and r.get("section") not in ("prep", "meta")]
+
+        def kept(r: dict) -> bool:
+            sec = str(r.get("section", ""))
+            if sec in ("prep", "meta"):
+                return False
+            if sec.split("_")[0] not in todo:
+                return True
+            if sec == "defaults":
+                return r.get("tool") in kept_tools
+            if sec in ("accuracy", "accuracy_test"):
+                return acc_key(r.get("tool", ""), r.get("variant")) not in b.s["acc_tools"]
+            return False
+        b.results = [r for r in old if kept(r)]
         b.results += [{**r, "name": "earlier_" + r["name"]} for r in old
                       if r.get("section") == "meta" and not r["name"].startswith("earlier_")]
     else:
