@@ -115,6 +115,7 @@ def settings(a) -> dict:
         tta_factor=a.tta_factor,
         tta_tools=tuple(a.tta_tools.split(",")),
         acc_tools=tuple(a.acc_tools.split(",")),
+        scratch_epochs=a.scratch_epochs,
         # short: `-q fixed -N 2`, throughput only, no time to accuracy (unless --tta)
         defaults_epochs=None if a.tta else pick(None, 2, None),
         # evaluation
@@ -736,7 +737,7 @@ def _accuracy_run_at_defaults(b: Bench, tool: str, n_train: int, n_val: int, bud
     accuracy runs pin). When it reached the target, or ran at least ``budget`` seconds without reaching it, a
     second kraken run of hours would only repeat it.
     """
-    for r in by_section(b, "accuracy", tool=tool):
+    for r in by_section(b, "scratch", tool=tool) + by_section(b, "accuracy", tool=tool):
         if (r.get("variant") or not r.get("ok") or r.get("load") or r.get("batch") != 1 or r.get("lr")
                 or r.get("spec") != SPEC or r.get("train_lines") != n_train or r.get("val_lines") != n_val
                 or tool == "scriba"):  # scriba's default schedule is not the accuracy runs' constant rate
@@ -748,8 +749,24 @@ def _accuracy_run_at_defaults(b: Bench, tool: str, n_train: int, n_val: int, bud
 
 
 def section_accuracy(b: Bench) -> None:
+    """Equal epochs, both tools: the profile's settings (short: fine-tuning model_froc on a subset)."""
     s = b.s
-    tr, va, te = _froc_sets(b, s["acc_train_lines"], s["acc_val_lines"], s["acc_test_lines"], "acc")
+    _equal_epochs(b, "accuracy", "acc", lines=(s["acc_train_lines"], s["acc_val_lines"], s["acc_test_lines"]),
+                  load=s["acc_load"], spec=s["acc_spec"], batch=s["acc_batch"], lr=s["acc_lr"], epochs=s["acc_epochs"])
+
+
+def section_scratch(b: Bench) -> None:
+    """Issue 5 acceptance 1: all of froc, from scratch, default spec, -B 1, lr 1e-3, 10 fixed epochs."""
+    quick = b.s["quick"]  # the harness check: a few lines, one epoch
+    _equal_epochs(b, "scratch", "scratch", lines=(16, 8, 8) if quick else (None, None, None), load=None, spec=SPEC,
+                  batch=1, lr=None, epochs=1 if quick else b.s["scratch_epochs"])
+
+
+def _equal_epochs(b: Bench, section: str, prefix: str, lines: tuple, load: str | None, spec: str, batch: int,
+                  lr: str | None, epochs: int) -> None:
+    """Both tools train the same way for the same epochs; each model is tested by both tools."""
+    s = b.s
+    tr, va, te = _froc_sets(b, *lines, prefix)
     n = b.count_lines(tr)
     # scriba trains at its default precision (auto: bf16-mixed on CPUs with native bf16) and, to show that the
     # accuracy holds, once more in fp32
@@ -757,20 +774,19 @@ def section_accuracy(b: Bench) -> None:
     for tool, variant in runs:
         if not b.have(tool) or acc_key(tool, variant) not in s["acc_tools"]:
             continue
-        (trd, fmt, prov) = b.train_data(tool, "froc_train_acc", "path", tr)
-        (vad, _, _) = b.train_data(tool, "froc_val_acc", "path", va)
-        init = ["--load", s["acc_load"], "--resize", "union"] if s["acc_load"] else ["-s", s["acc_spec"]]
+        (trd, fmt, prov) = b.train_data(tool, f"froc_train_{prefix}", "path", tr)
+        (vad, _, _) = b.train_data(tool, f"froc_val_{prefix}", "path", va)
+        init = ["--load", load, "--resize", "union"] if load else ["-s", spec]
         # the same schedule for both (scriba's default, reduceonplateau, is not kraken's constant rate)
-        opts = [*init, "-B", str(s["acc_batch"]), "-u", "NFD", "--schedule", "constant"]
-        if s["acc_lr"]:
-            opts += ["-r", str(s["acc_lr"])]
-        tag = f"acc_{tool}" + (f"_{variant}" if variant else "")
-        rec = b.train(tool, tag, trd, vad, fmt, opts, s["acc_epochs"],
+        opts = [*init, "-B", str(batch), "-u", "NFD", "--schedule", "constant"]
+        if lr:
+            opts += ["-r", str(lr)]
+        tag = f"{prefix}_{acc_key(tool, variant)}"
+        rec = b.train(tool, tag, trd, vad, fmt, opts, epochs,
                       glob_extra=["--precision", "32-true"] if variant == "fp32" else None)
-        rec.update(section="accuracy", tool=tool, variant=variant, train_lines=n, val_lines=b.count_lines(va),
-                   data=prov, epochs=s["acc_epochs"],
-                   batch=s["acc_batch"], spec=None if s["acc_load"] else s["acc_spec"], lr=s["acc_lr"],
-                   load=s["acc_load"])
+        rec.update(section=section, tool=tool, variant=variant, train_lines=n, val_lines=b.count_lines(va),
+                   test_lines=b.count_lines(te), data=prov, epochs=epochs, batch=batch,
+                   spec=None if load else spec, lr=lr, load=load)
         rec["lines_per_s"] = epoch_rate(rec, n)
         vals = [e.get("val_accuracy") if e.get("val_accuracy") is not None else e.get("val_accuracy_meta")
                 for e in rec["epochs_seen"]]
@@ -784,9 +800,9 @@ def section_accuracy(b: Bench) -> None:
             for tester in TOOLS if not variant else ("scriba",):
                 if not b.have(tester):
                     continue
-                t = b.test(tester, f"{tag.replace('acc_', 'acc_test_', 1)}_model_by_{tester}", rec["weights"],
+                t = b.test(tester, f"{prefix}_test_{acc_key(tool, variant)}_model_by_{tester}", rec["weights"],
                            te, "path", ["-u", "NFD"])
-                t.update(section="accuracy_test", tool=tool, tester=tester, variant=variant,
+                t.update(section=f"{section}_test", tool=tool, tester=tester, variant=variant,
                          summary={"cer": _r(t.get("cer"), 4), "chars": t.get("chars")})
                 b.record(t)
 
@@ -890,10 +906,10 @@ def section_interop(b: Bench) -> None:
         b.record(rec)
 
 
-# accuracy before defaults: kraken's 10-epoch accuracy run at its defaults can then serve as its time-to-accuracy
-# run too (see _accuracy_run_at_defaults)
+# accuracy and scratch before defaults: kraken's 10-epoch run at its defaults can then serve as its
+# time-to-accuracy run too (see _accuracy_run_at_defaults)
 SECTIONS = {"peak": section_peak, "compile": section_compile, "eval": section_eval, "train": section_train,
-            "accuracy": section_accuracy, "defaults": section_defaults, "crosscer": section_crosscer,
+            "accuracy": section_accuracy, "scratch": section_scratch, "defaults": section_defaults, "crosscer": section_crosscer,
             "interop": section_interop}
 
 
@@ -936,6 +952,49 @@ def equal_accuracy_speedup(kr: dict, sr: dict) -> tuple[float, float, float] | N
     tk = min(t for t, a in kp if a >= best)
     ts = [t for t, a in sp if a >= best]
     return (best, tk, min(ts)) if ts else None
+
+
+def _equal_epochs_how(r: dict) -> str:
+    """How an equal-epochs run was made, from its own record."""
+    init = f"fine-tuning `{Path(r['load']).name}`" if r.get("load") else (
+        "default spec from scratch" if r.get("spec") == SPEC else f"spec `{r.get('spec')}` from scratch")
+    return f"{r.get('epochs')} epochs, -B {r.get('batch')}, constant lr {r.get('lr') or '1e-3'}, {init}"
+
+
+def _equal_epochs_rows(by, section: str, issues: str) -> list[tuple]:
+    """Summary rows of an equal-epochs section: test CER side by side, bf16 vs fp32, each tool testing the other's
+    weights."""
+    rows: list[tuple] = []
+    acc = {t: next(iter(by(section, tool=t, variant=None)), None) for t in TOOLS}
+    if not any(acc.values()):
+        return rows
+    cer = {(t, te): next((r.get("cer") for r in by(f"{section}_test", tool=t, tester=te, variant=None)), None)
+           for t in TOOLS for te in TOOLS}
+    kc, sc_ = cer[("kraken", "kraken")], cer[("scriba", "scriba")]
+    d = None if (kc is None or sc_ is None) else 100 * (sc_ - kc)
+    how = _equal_epochs_how(next(r for r in acc.values() if r))
+    rows.append((f"test CER at equal epochs ({how}), each tool testing its own model",
+                 _f(kc, 2, pct=True), _f(sc_, 2, pct=True),
+                 "—" if d is None else f"{d:+.2f} points", f"scriba <= kraken + 0.5 points ({issues})",
+                 _verdict(None if d is None else d <= 0.5 + 1e-9)))
+    s32 = next((r.get("cer") for r in by(f"{section}_test", tool="scriba", tester="scriba", variant="fp32")), None)
+    if s32 is not None and sc_ is not None:
+        d32 = 100 * (sc_ - s32)
+        rows.append(("scriba test CER at equal epochs: default precision (auto: bf16-mixed on a CPU with native "
+                     f"bf16) vs `--precision 32-true` ({how})", "—", f"{_f(sc_, 2, pct=True)} vs {_f(s32, 2, pct=True)}",
+                     f"{d32:+.2f} points", "bf16 accuracy holds: within 0.5 points (issue 7)",
+                     _verdict(abs(d32) <= 0.5 + 1e-9)))
+    ks, ss = cer[("scriba", "kraken")], cer[("scriba", "scriba")]
+    d2 = None if (ks is None or ss is None) else 100 * abs(ks - ss)
+    rows.append((f"same scriba weights tested by kraken vs by scriba (test CER, {section} run)", _f(ks, 2, pct=True),
+                 _f(ss, 2, pct=True), "—" if d2 is None else f"{d2:.2f} points apart",
+                 "within 0.1 points (issue 6 acc. 2)", _verdict(None if d2 is None else d2 <= 0.1 + 1e-9)))
+    kk, ksb = cer[("kraken", "kraken")], cer[("kraken", "scriba")]
+    d3 = None if (kk is None or ksb is None) else 100 * abs(kk - ksb)
+    rows.append((f"same kraken weights tested by kraken vs by scriba (test CER, {section} run)", _f(kk, 2, pct=True),
+                 _f(ksb, 2, pct=True), "—" if d3 is None else f"{d3:.2f} points apart", "within 0.1 points",
+                 _verdict(None if d3 is None else d3 <= 0.1 + 1e-9)))
+    return rows
 
 
 def summary_table(b: Bench, by) -> list[str]:
@@ -1075,36 +1134,8 @@ def summary_table(b: Bench, by) -> list[str]:
                      ",".join(map(str, se)), "—", "1077 errors / 13426 chars for both (issue 6 acc. 1)",
                      _verdict(se == [1077] and ke == [1077] and ch == [13426] if full else None,
                               f"; characters {','.join(map(str, ch))}")))
-    # accuracy at equal epochs
-    acc = {t: next(iter(by("accuracy", tool=t, variant=None)), None) for t in TOOLS}
-    cer = {(t, te): next((r.get("cer") for r in by("accuracy_test", tool=t, tester=te, variant=None)), None)
-           for t in TOOLS for te in TOOLS}
-    if any(acc.values()):
-        kc, sc_ = cer[("kraken", "kraken")], cer[("scriba", "scriba")]
-        d = None if (kc is None or sc_ is None) else 100 * (sc_ - kc)
-        how = f"fine-tuning `{Path(s['acc_load']).name}`" if s["acc_load"] else f"spec `{s['acc_spec']}`"
-        rows.append((f"test CER at equal epochs ({s['acc_epochs']} epochs, -B {s['acc_batch']}, constant lr "
-                     f"{s['acc_lr'] or '1e-3'}, {how}), each tool testing its own model",
-                     _f(kc, 2, pct=True), _f(sc_, 2, pct=True),
-                     "—" if d is None else f"{d:+.2f} points", "scriba <= kraken + 0.5 points (issues 5, 7)",
-                     _verdict(None if d is None else d <= 0.5 + 1e-9)))
-        s32 = next((r.get("cer") for r in by("accuracy_test", tool="scriba", tester="scriba", variant="fp32")), None)
-        if s32 is not None and sc_ is not None:
-            d32 = 100 * (sc_ - s32)
-            rows.append(("scriba test CER at equal epochs: default precision (auto: bf16-mixed on a CPU with native "
-                         "bf16) vs `--precision 32-true`", "—", f"{_f(sc_, 2, pct=True)} vs {_f(s32, 2, pct=True)}",
-                         f"{d32:+.2f} points", "bf16 accuracy holds: within 0.5 points (issue 7)",
-                         _verdict(abs(d32) <= 0.5 + 1e-9)))
-        ks, ss = cer[("scriba", "kraken")], cer[("scriba", "scriba")]
-        d2 = None if (ks is None or ss is None) else 100 * abs(ks - ss)
-        rows.append(("same scriba weights tested by kraken vs by scriba (test CER)", _f(ks, 2, pct=True),
-                     _f(ss, 2, pct=True), "—" if d2 is None else f"{d2:.2f} points apart",
-                     "within 0.1 points (issue 6 acc. 2)", _verdict(None if d2 is None else d2 <= 0.1 + 1e-9)))
-        kk, ksb = cer[("kraken", "kraken")], cer[("kraken", "scriba")]
-        d3 = None if (kk is None or ksb is None) else 100 * abs(kk - ksb)
-        rows.append(("same kraken weights tested by kraken vs by scriba (test CER)", _f(kk, 2, pct=True),
-                     _f(ksb, 2, pct=True), "—" if d3 is None else f"{d3:.2f} points apart", "within 0.1 points",
-                     _verdict(None if d3 is None else d3 <= 0.1 + 1e-9)))
+    rows += _equal_epochs_rows(by, "accuracy", "issues 5, 7")
+    rows += _equal_epochs_rows(by, "scratch", "issue 5 acc. 1")
     # crosscer
     c = by("crosscer_test")
     if c or by("crosscer"):
@@ -1135,6 +1166,33 @@ def summary_table(b: Bench, by) -> list[str]:
          "| goal | verdict |", "|---|---|---|---|---|---|"]
     L += ["| " + " | ".join(str(x) for x in row) + " |" for row in rows]
     L.append("")
+    return L
+
+
+def _equal_epochs_table(by, section: str, title: str) -> list[str]:
+    a = by(section)
+    if not a:
+        return []
+    r0 = a[0]
+    L = [f"## {title} ({_equal_epochs_how(r0)})\n",
+         f"{r0.get('train_lines')} froc train lines, {r0.get('val_lines') or 'a subset of'} val lines; test: froc "
+         f"`splits/test.lst` ({r0.get('test_lines', 340)} lines), `-u NFD`; both tools `--schedule constant`.\n",
+         "| trained by | val CER per epoch | test CER by kraken `ketos test` | test CER by scriba `ketos test` "
+         "| difference (points) | lines/s |",
+         "|---|---|---|---|---|---|"]
+    for t in TOOLS:
+        for r in by(section, tool=t):
+            vc = ", ".join(_f(x, 1, pct=True) for x in r.get("val_cer_per_epoch", [])) or "—"
+            tk = by(f"{section}_test", tool=t, tester="kraken", variant=r.get("variant"))
+            ts = by(f"{section}_test", tool=t, tester="scriba", variant=r.get("variant"))
+            ck = tk[0].get("cer") if tk else None
+            cs = ts[0].get("cer") if ts else None
+            diff = _f(100 * abs(ck - cs), 2) if (ck is not None and cs is not None) else "—"
+            who = t + (" `--precision 32-true`" if r.get("variant") == "fp32" else "")
+            L.append(f"| {who} ({r.get('status')}) | {vc} | {_f(ck, 2, pct=True)} | {_f(cs, 2, pct=True)} | {diff} "
+                     f"| {_f(r.get('lines_per_s'), 2)} |")
+    L.append("\nThe scriba row's kraken column is the *kraken loads a scriba safetensors* check: it should equal "
+             "the scriba column (issue 6: within 0.1 points).\n")
     return L
 
 
@@ -1289,29 +1347,10 @@ def write_results(b: Bench, path: Path) -> None:
         L.append(f"\nthroughput ratio at defaults: {_ratio(sr, kr)}; time-to-accuracy speed-up kraken/scriba: "
                  f"{_ratio(kt, st)}{' (kraken did not reach the target within its budget: lower bound ' + _ratio(kb, st) + ')' if kt is None and st and kb else ''}\n")
 
-    # accuracy
-    a = by("accuracy")
-    if a:
-        how = f"both fine-tune `{Path(s['acc_load']).name}` (`--resize union`)" if s["acc_load"] else "same spec"
-        L.append(f"## Accuracy at equal epochs ({s['acc_epochs']} epochs, -B {s['acc_batch']}, constant lr "
-                 f"{s['acc_lr'] or '1e-3'}, {how})\n")
-        L.append(f"{s['acc_train_lines'] or 'all'} froc train lines, {s['acc_val_lines'] or 'all'} val lines; test: "
-                 f"froc `splits/test.lst` ({s['acc_test_lines'] or 'all 340'} lines), `-u NFD`.\n")
-        L.append("| trained by | val CER per epoch | test CER by kraken `ketos test` | test CER by scriba `ketos test` "
-                 "| difference (points) |")
-        L.append("|---|---|---|---|---|")
-        for t in TOOLS:
-            for r in by("accuracy", tool=t):
-                vc = ", ".join(_f(x, 1, pct=True) for x in r.get("val_cer_per_epoch", [])) or "—"
-                tk = by("accuracy_test", tool=t, tester="kraken", variant=r.get("variant"))
-                ts = by("accuracy_test", tool=t, tester="scriba", variant=r.get("variant"))
-                ck = tk[0].get("cer") if tk else None
-                cs = ts[0].get("cer") if ts else None
-                diff = _f(100 * abs(ck - cs), 2) if (ck is not None and cs is not None) else "—"
-                who = t + (" `--precision 32-true`" if r.get("variant") == "fp32" else "")
-                L.append(f"| {who} ({r.get('status')}) | {vc} | {_f(ck, 2, pct=True)} | {_f(cs, 2, pct=True)} | {diff} |")
-        L.append("\nThe scriba row's kraken column is the *kraken loads a scriba safetensors* check: it should equal "
-                 "the scriba column (issue 6: within 0.1 points).\n")
+    # equal epochs
+    for section, title in (("accuracy", "Accuracy at equal epochs"),
+                           ("scratch", "Issue 5: from scratch at equal epochs on all of froc")):
+        L += _equal_epochs_table(by, section, title)
 
     # eval
     e = by("eval")
@@ -1427,7 +1466,10 @@ def main() -> None:
                     help="before each section wait (up to 2 min) while other processes keep this many tasks "
                          "runnable (0: never wait)")
     ap.add_argument("--compile-workers", type=int, default=2, help="--workers for the compile section (2)")
-    ap.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections: " + ",".join(SECTIONS))
+    ap.add_argument("--only", default=None,
+                    help="comma-separated sections: " + ",".join(SECTIONS) + " (default: all; short and quick "
+                         "leave out scratch, which takes hours, and full leaves out accuracy, which in that "
+                         "profile would repeat scratch)")
     ap.add_argument("--skip", default="", help="comma-separated sections to skip")
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--workers", type=int, default=1)
@@ -1443,6 +1485,8 @@ def main() -> None:
     ap.add_argument("--acc-tools", default="kraken,scriba,scriba_fp32",
                     help="accuracy runs to make (kraken, scriba, scriba_fp32); with --keep the others are kept from "
                          "an earlier run, so that the full profile's long runs can be split over several sittings")
+    ap.add_argument("--scratch-epochs", type=int, default=10,
+                    help="epochs of the scratch section (issue 5: both tools from scratch on all of froc)")
     ap.add_argument("--cross-epochs", type=int, default=10, help="epochs for the cross-system CER model (full)")
     ap.add_argument("--tta-budget", type=int, default=None, help="seconds per tool for time-to-accuracy")
     ap.add_argument("--tta-full", action="store_true",
@@ -1482,7 +1526,8 @@ def main() -> None:
         if not b.have(t):
             print(f"warning: {t} ketos not found at {b.ketos[t]}; its side is skipped", file=sys.stderr)
     skip = set(filter(None, a.skip.split(",")))
-    todo = [x for x in a.only.split(",") if x and x not in skip]
+    only = a.only or ",".join(x for x in SECTIONS if x != ("accuracy" if a.profile == "full" else "scratch"))
+    todo = [x for x in only.split(",") if x and x not in skip]
     if a.keep and (b.wdir / "results.json").exists():
         old = json.loads((b.wdir / "results.json").read_text())
         kept_tools = set(TOOLS) - set(b.s["tta_tools"])
@@ -1495,7 +1540,7 @@ def main() -> None:
                 return True
             if sec == "defaults":
                 return r.get("tool") in kept_tools
-            if sec in ("accuracy", "accuracy_test"):
+            if sec in ("accuracy", "accuracy_test", "scratch", "scratch_test"):
                 return acc_key(r.get("tool", ""), r.get("variant")) not in b.s["acc_tools"]
             return False
         b.results = [r for r in old if kept(r)]

@@ -94,3 +94,19 @@ def test_batch_composition_varies_even_in_one_pool():
         s.set_epoch(epoch)
         sets.append({frozenset(b) for b in s})
     assert sets[0] != sets[1] != sets[2]
+
+
+@pytest.mark.parametrize("batch", [1, 8])
+def test_sorted_first_epoch_runs_shortest_batches_first_then_shuffles(widths, batch):
+    s = LengthBucketSampler(widths, batch, seed=2, sorted_epochs=1)
+    first = list(s)
+    longest = [max(widths[i] for i in b) for b in first]
+    assert longest == sorted(longest)
+    assert sorted(i for b in first for i in b) == list(range(len(widths)))
+    s.set_epoch(1)
+    later = [max(widths[i] for i in b) for b in s]
+    assert later != sorted(later)
+    # the sorted epoch resumes at the same place
+    r = LengthBucketSampler(widths, batch, seed=2, sorted_epochs=1)
+    r.load_state_dict({"epoch": 0, "skip": 5})
+    assert list(r) == first[5:]

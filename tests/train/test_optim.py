@@ -102,10 +102,10 @@ def test_exponential_and_step_decay_per_validation_runs():
 def test_reduce_on_plateau_uses_gamma_and_patience():
     s = LRSchedule("reduceonplateau", 1.0, steps_per_epoch=5, gamma=0.1, rop_patience=2)
     lrs = []
-    for metric in [0.1, 0.2, 0.2, 0.2, 0.2, 0.3, 0.3, 0.3, 0.3]:
+    for metric in [0.6, 0.7, 0.7, 0.7, 0.7, 0.8, 0.8, 0.8, 0.8]:
         s.on_validation(metric)
         lrs.append(s.lr(0 + 100))
-    # runs without improvement: 0.2 x3 -> the third exceeds patience 2
+    # runs without improvement: 0.7 x3 -> the third exceeds patience 2
     assert lrs == pytest.approx([1, 1, 1, 1, 0.1, 0.1, 0.1, 0.1, 0.01])
     state = s.state_dict()
     t = LRSchedule("reduceonplateau", 1.0, steps_per_epoch=5, gamma=0.1, rop_patience=2)
@@ -121,6 +121,20 @@ def test_default_schedule_lowers_the_rate_after_two_stalled_validations():
         lrs.append(s.lr(1000))
     # 0.76 and 0.77 (not better than 0.77) -> 3e-4; 0.79 twice after 0.80 -> 9e-5
     assert lrs == pytest.approx([1e-3] * 5 + [3e-4] * 3 + [9e-5])
+
+
+def test_reduce_on_plateau_waits_until_the_model_reads():
+    s = LRSchedule("reduceonplateau", 1.0, steps_per_epoch=5, gamma=0.1, rop_patience=0)
+    for acc in [0.04, 0.07, 0.07, 0.06, 0.07, 0.3, 0.2]:  # CTC's blank plateau and the climb out of it
+        s.on_validation(acc)
+    assert s.lr(100) == 1.0
+    for acc in [0.6, 0.59]:
+        s.on_validation(acc)
+    assert s.lr(100) == pytest.approx(0.1)
+    loss = LRSchedule("reduceonplateau", 1.0, steps_per_epoch=5, gamma=0.1, rop_patience=0, mode="min")
+    for v in [0.3, 0.4]:  # a loss (pretraining) has no such threshold
+        loss.on_validation(v)
+    assert loss.lr(100) == pytest.approx(0.1)
 
 
 def test_cosine_and_warm_restarts():

@@ -2,7 +2,7 @@
 
 Each epoch the lines are shuffled, cut into pools of ``pool_batches`` batches, each pool is sorted by width
 (randomly perturbed by up to ``jitter``, so that batches mix differently every epoch) and cut into batches,
-and the batches are shuffled. Everything is drawn from a generator seeded with
+and the batches are shuffled (in the first ``sorted_epochs`` epochs they run shortest first instead). Everything is drawn from a generator seeded with
 ``(seed, epoch)``, so an epoch's batches depend only on the seed and the epoch number: a resumed run sees
 the same batches as an uninterrupted one. ``load_state_dict`` can also skip the batches of an epoch that
 were consumed before an interruption.
@@ -33,6 +33,7 @@ class LengthBucketSampler(Sampler):
         with_seeds: bool = False,
         jitter: float = 0.03,
         micro_batch: int | None = None,
+        sorted_epochs: int = 0,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch size must be positive, got {batch_size}")
@@ -43,6 +44,7 @@ class LengthBucketSampler(Sampler):
         self.pool = max(1, pool_batches) * batch_size
         self.with_seeds = with_seeds
         self.jitter = jitter
+        self.sorted_epochs = sorted_epochs
         # each batch is handed out as chunks of this many lines (gradient accumulation does the rest)
         self.micro = micro_batch if micro_batch and micro_batch < batch_size else batch_size
         self.epoch = 0
@@ -86,6 +88,10 @@ class LengthBucketSampler(Sampler):
             chunk = perm[start : start + self.pool]
             chunk = chunk[torch.argsort(keys[chunk], descending=True, stable=True)]
             out.extend(chunk[i : i + self.batch_size].tolist() for i in range(0, len(chunk), self.batch_size))
+        if epoch < self.sorted_epochs:
+            # shortest batches first (SortaGrad, Amodei et al. 2016): short lines give CTC few alignments to
+            # choose from, so the network leaves the all-blank plateau sooner
+            return sorted(out, key=lambda b: (int(self.widths[b].max()), b))
         return [out[i] for i in torch.randperm(len(out), generator=g).tolist()]
 
     def _generator(self, epoch: int) -> torch.Generator:

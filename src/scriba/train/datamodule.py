@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 
 # training batches are padded to a multiple of this many pixels (see collate_training)
 TRAIN_WIDTH_MULTIPLE = 64
+# epochs whose batches run shortest lines first (curriculum; see LengthBucketSampler)
+SORTED_FIRST_EPOCHS = 1
 
 
 def record_key(rec: LineRecord) -> str:
@@ -257,6 +259,7 @@ class LineDataModule(L.LightningDataModule):
             seed=seed,
             with_seeds=train.augmenter is not None,
             micro_batch=micro_batch,
+            sorted_epochs=SORTED_FIRST_EPOCHS,
         )
         self._train_loader: StatefulLoader | None = None
         self._val_loader: DataLoader | None = None

@@ -91,6 +91,10 @@ def build_optimizer(params: Iterable[Any], cfg: OptimConfig) -> Optimizer:
     raise UsageError(f"unknown optimizer {name!r} (expected one of {', '.join(OPTIMIZERS)})")
 
 
+# reduceonplateau, watching validation accuracy, counts stalled runs only once the model reads this well
+ROP_READING_ACCURACY = 0.5
+
+
 class LRSchedule:
     """Learning rate as a function of optimizer steps and validation runs, with linear warmup.
 
@@ -100,7 +104,8 @@ class LRSchedule:
     - ``exponential``: ``lrate * gamma ** (runs / step_size)`` (smooth decay, a factor ``gamma`` every
       ``step_size`` validation runs); ``step``: ``lrate * gamma ** floor(runs / step_size)``.
     - ``reduceonplateau``: multiplied by ``gamma`` once the monitored metric has not improved for more than
-      ``rop_patience`` validation runs.
+      ``rop_patience`` validation runs; a validation accuracy counts such runs only from
+      ``ROP_READING_ACCURACY`` on.
     - ``cosine``: from ``lrate`` to ``cos_min_lr`` over ``cos_t_max`` epochs (counted in steps, so the
       curve is smooth), then constant; ``cosine_warm_restarts``: the same, restarting every ``cos_t_max``.
     - ``warmup`` > 0: the rate is additionally scaled by ``(step + 1) / warmup`` for the first steps.
@@ -202,6 +207,9 @@ class LRSchedule:
         if better:
             self.plateau_best = metric
             self.plateau_bad = 0
+        elif self.mode == "max" and self.plateau_best < ROP_READING_ACCURACY:
+            # still on CTC's all-blank plateau or just off it: a lower rate would only keep it there longer
+            pass
         else:
             self.plateau_bad += 1
             if self.plateau_bad > self.rop_patience:
