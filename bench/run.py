@@ -1351,7 +1351,7 @@ def write_results(b: Bench, path: Path) -> None:
 
     # equal epochs
     for section, title in (("accuracy", "Accuracy at equal epochs"),
-                           ("scratch", "Issue 5: from scratch at equal epochs on all of froc")):
+                           ("scratch", "Issue 5: from scratch at equal epochs")):
         L += _equal_epochs_table(by, section, title)
 
     # eval
