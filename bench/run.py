@@ -1332,13 +1332,17 @@ def write_results(b: Bench, path: Path) -> None:
                      f"first; kraken's budget is capped at {s.get('tta_factor', 4):g}x scriba's time to target "
                      "unless `--tta-full`: a kraken run that does not reach the target within it gives a lower "
                      "bound on the speed-up.\n")
-        L.append("| tool | lines/s per epoch | epochs seen | best val CER | time to target (s) | budget (s) "
-                 "| peak mem GiB | status |")
-        L.append("|---|---|---|---|---|---|---|---|")
+        L.append("| tool | lines/s per epoch | epochs seen | val CER per epoch (s since start) | best val CER "
+                 "| time to target (s) | budget (s) | peak mem GiB | status |")
+        L.append("|---|---|---|---|---|---|---|---|---|")
         for t in TOOLS:
             for r in by("defaults", tool=t):
-                L.append(f"| {t} | {_f(r.get('lines_per_s'), 2)} | {len(r.get('epochs_seen', []))} | "
-                         f"{_f(r.get('best_val_cer'), 2, pct=True)} | {_f(r.get('tta_s'), 0)} | {r.get('budget_s')} | "
+                per_epoch = ", ".join(
+                    f"{_f(1 - e['val_accuracy'], 1, pct=True)} ({_f(e.get('t'), 0)})"
+                    for e in r.get("epochs_seen", []) if e.get("val_accuracy") is not None) or "—"
+                L.append(f"| {t} | {_f(r.get('lines_per_s'), 2)} | {len(r.get('epochs_seen', []))} | {per_epoch} | "
+                         f"{_f(r.get('best_val_cer'), 2, pct=True)} | {_f(r.get('tta_s'), 0)} | "
+                         f"{_f(r.get('budget_s'), 0)} | "
                          f"{_f(r.get('peak_pss_gib'), 2)} | {r.get('status')}"
                          + (f" (the same run as `{r['derived_from']}`, made at this tool's defaults)"
                             if r.get("derived_from") else "") + " |")
