@@ -114,13 +114,14 @@ def test_reduce_on_plateau_uses_gamma_and_patience():
 
 
 def test_default_schedule_lowers_the_rate_after_two_stalled_validations():
-    s = LRSchedule.from_config(TrainConfig(), steps_per_epoch=100)
+    cfg = TrainConfig()
+    s = LRSchedule.from_config(cfg, steps_per_epoch=100)
     lrs = []
     for acc in [0.05, 0.14, 0.65, 0.77, 0.76, 0.77, 0.80, 0.79, 0.79]:
         s.on_validation(acc)
-        lrs.append(s.lr(1000))
-    # 0.76 and 0.77 (not better than 0.77) -> 3e-4; 0.79 twice after 0.80 -> 9e-5
-    assert lrs == pytest.approx([1e-3] * 5 + [3e-4] * 3 + [9e-5])
+        lrs.append(s.lr(1000) / cfg.lrate)
+    # 0.76 and 0.77 (not better than 0.77) -> 0.3x; 0.79 twice after 0.80 -> 0.09x
+    assert lrs == pytest.approx([1] * 5 + [0.3] * 3 + [0.09])
 
 
 def test_reduce_on_plateau_waits_until_the_model_reads():
