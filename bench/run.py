@@ -57,6 +57,7 @@ DATA = Path(os.environ.get("SCRIBA_DATA", ROOT.parent / "shared" / "data")).reso
 KVENV = BENCH / ".venv-kraken"
 TOOLS = ("kraken", "scriba")
 SPEC = F.DEFAULT_SPEC  # kraken 7's default recognition spec, passed explicitly to both tools
+KRAKEN_LRATE = "1e-3"  # kraken's default rate (scriba's is 3e-4), passed explicitly to both in the scratch runs
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -740,7 +741,7 @@ def _accuracy_run_at_defaults(b: Bench, tool: str, n_train: int, n_val: int, bud
     """
     for r in by_section(b, "scratch", tool=tool) + by_section(b, "accuracy", tool=tool):
         if (r.get("variant") or not r.get("ok") or r.get("load") or r.get("batch") != 1
-                or r.get("lr") not in (None, "1e-3")  # kraken's default rate
+                or r.get("lr") not in (None, KRAKEN_LRATE)
                 or r.get("spec") != SPEC or r.get("train_lines") != n_train or r.get("val_lines") != n_val
                 or tool == "scriba"):  # scriba's default schedule is not the accuracy runs' constant rate
             continue
@@ -761,7 +762,7 @@ def section_scratch(b: Bench) -> None:
     """Issue 5 acceptance 1: all of froc, from scratch, default spec, -B 1, lr 1e-3, 10 fixed epochs."""
     quick = b.s["quick"]  # the harness check: a few lines, one epoch
     _equal_epochs(b, "scratch", "scratch", lines=(16, 8, 8) if quick else (None, None, None), load=None, spec=SPEC,
-                  batch=1, lr="1e-3", epochs=1 if quick else b.s["scratch_epochs"],
+                  batch=1, lr=KRAKEN_LRATE, epochs=1 if quick else b.s["scratch_epochs"],
                   timeout=None if quick else 8 * 3600)  # kraken: about 13 min an epoch of froc
 
 
