@@ -314,9 +314,10 @@ def test_learns_to_read(synth, tmp_path):
 
     from scriba.weights import load_model
 
-    cfg = tiny_config(synth, tmp_path, epochs=25, batch_size=4, spec="[1,24,0,1 Cr3,3,16 Mp2,2 S1(1x0)1,3 Lbx48]")
+    cfg = tiny_config(synth, tmp_path, epochs=40, batch_size=4, spec="[1,24,0,1 Cr3,3,16 Mp2,2 S1(1x0)1,3 Lbx48]")
     r = train(cfg, tiny_global(), progress=False)
-    assert r.best_accuracy is not None and r.best_accuracy > 0.3
+    # 25 epochs reached 0.27-0.28 on an AVX2 host (0.3 on AVX-512): 40 reach 0.87-0.92
+    assert r.best_accuracy is not None and r.best_accuracy > 0.5
     model = load_model(r.weights)
     # one line at a time: batching is not exactly padding-invariant (pooling and length rounding at the edges)
     preds = model.predict([Image.open(p) for p in synth["val"]], batch_size=1)

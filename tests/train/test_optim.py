@@ -64,6 +64,26 @@ def test_build_optimizer(name):
         build_optimizer(p, TrainConfig(optimizer="Adagrad"))
 
 
+@pytest.mark.parametrize("name", ["Adam", "AdamW"])
+def test_adam_runs_fused_with_the_same_updates(name):
+    torch.manual_seed(0)
+    start = [torch.randn(5, 7), torch.randn(7)]
+    cfg = TrainConfig(optimizer=name, lrate=0.01, weight_decay=0.1)
+    fused = [torch.nn.Parameter(t.clone()) for t in start]
+    plain = [torch.nn.Parameter(t.clone()) for t in start]
+    opt = build_optimizer(iter(fused), cfg)
+    assert opt.param_groups[0]["fused"] is True
+    ref = getattr(torch.optim, name)(plain, lr=0.01, weight_decay=0.1, foreach=False)
+    for _ in range(5):
+        grads = [torch.randn_like(t) for t in start]
+        for ps, o in ((fused, opt), (plain, ref)):
+            for p_, g_ in zip(ps, grads):
+                p_.grad = g_.clone()
+            o.step()
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(fused, plain))
+    assert not torch.allclose(fused[0], start[0])
+
+
 def _traj(s: LRSchedule, steps: int) -> list[float]:
     return [s.lr(i) for i in range(steps)]
 

@@ -36,6 +36,7 @@ CASES = [
     ("Cr3,3,8 I", (8, 16)),
     ("Cr3,3,8 A3,4", (4, 16)),
     ("[Cr3,3,8 Mp2,2] Cr3,3,4", (4, 8)),
+    ("Cr3,3,8 Do0.2,2 Mp2,2 Cl3,3,4 Mp3,2,2,2", (4, 3)),
     ("(Cr3,3,8 Ct3,3,4)", (12, 16)),
 ]
 
@@ -207,3 +208,70 @@ def test_rnn_runs_in_fp32_under_cpu_autocast():
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
     ref, _ = net(x, torch.tensor([30, 20]))
     assert torch.allclose(out.float(), ref, atol=0.1)
+
+
+POOLED = "[1,32,0,1 Cr3,3,8 Do0.3,2 Mp2,2 Cl3,3,6 Mp3,3,2,2 Cr3,3,6 Do0.3 Mp2,2 Ct3,3,4 Mp2,2 S1(1x0)1,3 O1c5]"
+
+
+def _layer_by_layer(m, x, lens):
+    for mod in m.nn:
+        x, lens = mod(x, lens)
+    return x, lens
+
+
+@pytest.mark.parametrize("widths", [[40, 31, 23], [40, 1, 2]])
+def test_activation_behind_pooling_gives_the_same_values_and_gradients(widths):
+    # conv, channel dropout, max pool run as conv, pool, activation, dropout; kraken's order, one layer after
+    # the other, is the reference (the second case has lines shorter than a pooling window)
+    m = build_model(POOLED).train()
+    x = torch.zeros(len(widths), 1, 32, max(widths))
+    for i, w in enumerate(widths):
+        x[i, :, :, :w] = torch.rand(1, 32, w)
+    lens = torch.tensor(widths)
+    results = []
+    for run in (lambda: m(x, lens), lambda: _layer_by_layer(m, x, lens)):
+        m.zero_grad()
+        torch.manual_seed(3)
+        out, olens = run()
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        results.append((out.detach(), olens, [p.grad.clone() for p in m.parameters()]))
+    (a, alens, ga), (b, blens, gb) = results
+    assert torch.equal(alens, blens)
+    assert torch.allclose(a, b, atol=1e-6)
+    assert all(torch.allclose(p, q, atol=1e-5) for p, q in zip(ga, gb))
+    assert any(g.abs().sum() > 0 for g in ga)
+
+
+def test_activation_runs_on_the_pooled_tensor(monkeypatch):
+    from scriba.vgsl.layers import ActConv2D
+
+    seen = []
+    real = ActConv2D.activate
+    monkeypatch.setattr(ActConv2D, "activate", lambda self, o: seen.append((self.nl, o.shape[2])) or real(self, o))
+    m = build_model(POOLED).train()
+    m(torch.rand(1, 1, 32, 40), torch.tensor([40]))
+    # Cr and Cl move behind their pooling (heights 32 -> 16, 16 -> 7); Cr before an elementwise dropout and the
+    # tanh conv do not
+    assert seen == [("r", 16), ("l", 7), ("r", 7), ("t", 3)]
+
+
+@pytest.mark.parametrize("forced", ["nchw", "nhwc"])
+def test_weight_gradients_on_either_layout_agree(monkeypatch, forced):
+    from scriba.vgsl import layers
+
+    spec = "[1,24,0,1 Cr3,5,8 Mp2,2 Cr3,5,16,2,1 Cl3,3,8,1,1,2,2 S1(1x0)1,3 O1c5]"
+    x, lens = torch.rand(2, 1, 24, 50), torch.tensor([50, 33])
+    grads = {}
+    backward_calls = []
+    real = layers._ConvBlockedWgrad.backward
+    monkeypatch.setattr(layers._ConvBlockedWgrad, "backward", lambda ctx, g: backward_calls.append(1) or real(ctx, g))
+    for layout in ("default", forced):
+        monkeypatch.setattr(layers, "_wgrad_blocked", lambda: layout == "nchw")
+        torch.manual_seed(0)
+        m = build_model(spec).train()
+        out, _ = m(x, lens)
+        out.square().sum().backward()
+        grads[layout] = [p.grad for p in m.parameters()]
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-5) for a, b in zip(grads["default"], grads[forced]))
+    # the two convolutions with more than one input channel take the blocked path when it is chosen
+    assert len(backward_calls) == (2 if forced == "nchw" else 0)

@@ -74,14 +74,27 @@ class Lamb(Optimizer):
         return loss
 
 
+def _fused(params: list[Any]) -> dict[str, bool]:
+    """torch's fused Adam kernels, where every tensor allows them: one pass over each tensor instead of a dozen
+    (default network on CPU: 10.7 -> 1.6 ms per optimizer step, a twentieth of a ``-B 1`` training step)."""
+    tensors = [p for p in params if isinstance(p, torch.Tensor)]
+    ok = tensors and len(tensors) == len(params)
+    ok = ok and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in tensors)
+    return {"fused": True} if ok else {}
+
+
 def build_optimizer(params: Iterable[Any], cfg: OptimConfig) -> Optimizer:
     """The optimizer named by ``cfg.optimizer``; momentum only applies to SGD and RMSprop."""
     name = cfg.optimizer
     lr, wd = cfg.lrate, cfg.weight_decay
-    if name == "Adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
-    if name == "AdamW":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+    params = list(params)
+    if name in ("Adam", "AdamW"):
+        opt = getattr(torch.optim, name)(params, lr=lr, weight_decay=wd, **_fused(params))
+        # a fused optimizer offers to unscale fp16 gradients itself, inside its step; Lightning then refuses
+        # gradient clipping (kraken's default, 1.0). Declining the offer makes the precision plugin unscale
+        # before clipping, as for any other optimizer, and the fused step gets true gradients.
+        opt._step_supports_amp_scaling = False  # type: ignore[attr-defined]
+        return opt
     if name == "SGD":
         return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=wd)
     if name == "RMSprop":
