@@ -266,7 +266,7 @@ def test_weight_gradients_on_either_layout_agree(monkeypatch, forced):
     real = layers._ConvBlockedWgrad.backward
     monkeypatch.setattr(layers._ConvBlockedWgrad, "backward", lambda ctx, g: backward_calls.append(1) or real(ctx, g))
     for layout in ("default", forced):
-        monkeypatch.setattr(layers, "_wgrad_blocked", lambda: layout == "nchw")
+        monkeypatch.setattr(layers, "_wgrad_blocked", lambda blocked=layout == "nchw": blocked)
         torch.manual_seed(0)
         m = build_model(spec).train()
         out, _ = m(x, lens)
