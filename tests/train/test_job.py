@@ -401,10 +401,21 @@ def test_one_summary_line_per_epoch_without_terminal(synth, tmp_path, capfd):
 def test_micro_batch_size_choice():
     from scriba.train.job import _micro_batch
 
-    assert _micro_batch(16, 120, [1350] * 10) == 1  # default-spec lines: one per pass
-    assert _micro_batch(16, 16, [200] * 10) == 16  # small lines keep their batch
-    assert _micro_batch(12, 120, [600] * 10) == 2  # largest divisor of 12 that fits
-    assert _micro_batch(1, 120, [1350]) == 1
+    px = 200_000
+    assert _micro_batch(16, 120, [1350] * 10, px) == 1  # default-spec lines: one per pass
+    assert _micro_batch(16, 16, [200] * 10, px) == 16  # small lines keep their batch
+    assert _micro_batch(12, 120, [600] * 10, px) == 2  # largest divisor of 12 that fits
+    assert _micro_batch(1, 120, [1350], px) == 1
+
+
+@pytest.mark.parametrize("isa,lines", [("AVX2", 4), ("AVX512", 1), ("DEFAULT", 1)])
+def test_avx2_only_cpus_pass_more_lines_at_once(monkeypatch, isa, lines):
+    import torch
+
+    from scriba.train.job import _micro_batch
+
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: isa)
+    assert _micro_batch(16, 120, [1350] * 10) == lines
 
 
 def test_micro_batches_keep_optimizer_steps_and_gradients(synth, tmp_path, monkeypatch):
