@@ -68,7 +68,7 @@ SMALL_SPEC = "[1,48,0,1 Cr3,3,32 Mp2,2 Cr3,3,64 Mp2,2 S1(1x0)1,3 Lbx128 Do0.2,2 
 
 # Per-section time budgets (s) of the time-boxed short profile; the whole run is also capped (--budget).
 SHORT_SECTION_BUDGET = {"peak": 60, "compile": 180, "eval": 240, "train": 540, "defaults": 120, "accuracy": 420,
-                        "crosscer": 480, "interop": 90}
+                        "crosscer": 720, "interop": 90}
 
 
 def settings(a) -> dict:
@@ -1149,9 +1149,10 @@ def summary_table(b: Bench, by) -> list[str]:
         ch = sorted({r.get("chars") for r in ev})
         full = s["eval_lines"] is None
         rows.append(("`ketos test` errors (model_froc, published test)", ",".join(map(str, ke)),
-                     ",".join(map(str, se)), "—", "1077 errors / 13426 chars for both (issue 6 acc. 1)",
-                     _verdict(se == [1077] and ke == [1077] and ch == [13426] if full else None,
-                              f"; characters {','.join(map(str, ch))}")))
+                     ",".join(map(str, se)), "—", "scriba's errors = kraken's, 13426 chars (issue 6 acc. 1)",
+                     _verdict(se == ke and len(ke) == 1 and ch == [13426] if full else None,
+                              f"; characters {','.join(map(str, ch))} (kraken 7.1.1: 1077 errors with AVX-512, "
+                              "1075 on AVX2-only CPUs: oneDNN's kernels round differently)")))
     rows += _equal_epochs_rows(by, "accuracy", "issues 5, 7")
     rows += _equal_epochs_rows(by, "scratch", "issue 5 acc. 1")
     # crosscer

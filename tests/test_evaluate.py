@@ -14,6 +14,7 @@ from scriba.errors import ModelError, NoDataError, ScribaError
 from scriba.evaluate import run_test, write_reports
 from scriba.report import render_text
 from scriba.text import normalize_whitespace
+from shared_paths import kraken_froc_errors
 
 FIXTURES = Path(__file__).parent / "fixtures"
 G = C.GlobalConfig(device="cpu", num_workers=0, num_threads=1)
@@ -126,11 +127,12 @@ def test_unreadable_model(froc: Path, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_published_split_acceptance(froc: Path) -> None:
-    """Issue 6 acceptance 1: kraken 7.1.1 reports 13426 characters, 1077 errors (91.98 %) at -B 1."""
+    """Issue 6 acceptance 1: kraken 7.1.1 reports 13426 characters, 1077 errors (91.98 %) at -B 1 (1075 on an
+    AVX2-only CPU)."""
     result = run_test(_cfg(froc, _test_lines(froc)), C.GlobalConfig(device="cpu", num_workers=1, num_threads=1))
     assert result.tally.chars == 13426
-    assert result.tally.errors == 1077
-    assert f"{100 * result.tally.char_accuracy:.2f}" == "91.98"
+    assert result.tally.errors == kraken_froc_errors()
+    assert result.tally.char_accuracy == pytest.approx(1 - kraken_froc_errors() / 13426)
 
 
 @pytest.mark.parametrize(

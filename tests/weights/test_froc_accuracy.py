@@ -1,4 +1,5 @@
-"""model_froc.mlmodel on published_split/test.lst with NFD text: kraken 7.1.1 counts 13426 chars, 1077 errors.
+"""model_froc.mlmodel on published_split/test.lst with NFD text: kraken 7.1.1 counts 13426 chars, 1077 errors
+(1075 on an AVX2-only CPU).
 
 kraken's counts come from references with each whitespace character replaced by a space and the ends
 stripped (no collapsing), compared with stripped predictions; the same conventions are used here.
@@ -14,6 +15,7 @@ import torch
 from PIL import Image
 
 from scriba.weights import load_model
+from shared_paths import kraken_froc_errors
 
 
 @pytest.mark.slow
@@ -33,4 +35,4 @@ def test_froc_error_count_matches_kraken(shared_data):
     chars = sum(len(r) for r in refs)
     errors = sum(Levenshtein.distance(r, p.text.strip()) for r, p in zip(refs, preds))
     assert chars == 13426
-    assert errors == 1077
+    assert errors == kraken_froc_errors()
