@@ -1565,7 +1565,9 @@ def main() -> None:
             if sec.split("_")[0] not in todo:
                 return True
             if sec == "defaults":
-                return r.get("tool") in kept_tools
+                # a throughput-only run (fixed epochs on a subset) is no time-to-accuracy run, nor the reverse
+                same_kind = bool(r.get("fixed_epochs")) == bool(b.s["defaults_epochs"])
+                return r.get("tool") in kept_tools and same_kind
             if sec in ("accuracy", "accuracy_test", "scratch", "scratch_test"):
                 return acc_key(r.get("tool", ""), r.get("variant")) not in b.s["acc_tools"]
             return False
