@@ -275,3 +275,54 @@ def test_weight_gradients_on_either_layout_agree(monkeypatch, forced):
     assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-5) for a, b in zip(grads["default"], grads[forced]))
     # the two convolutions with more than one input channel take the blocked path when it is chosen
     assert len(backward_calls) == (2 if forced == "nchw" else 0)
+
+
+def test_default_network_on_real_lines_trains_as_layer_by_layer_in_both_layouts(shared_data, monkeypatch):
+    # two froc lines of different widths, padded into one batch, through the default network: the fast paths
+    # (activation behind pooling, either weight-gradient layout) give kraken's layer-by-layer gradients
+    from PIL import Image
+
+    from scriba.config import DEFAULT_SPEC
+    from scriba.data.transforms import LineTransform
+    from scriba.vgsl import layers
+
+    root = shared_data / "froc_mss"
+    paths = [root / p.strip() for p in (root / "splits" / "test.lst").read_text().splitlines()[:2]]
+    torch.manual_seed(0)
+    m = build_model(DEFAULT_SPEC.replace(" Lbx200 Do0.1,2 Lbx200 Do0.1,2 Lbx200 Do]", " Lbx32 O1c20]")).train()
+    tf = LineTransform.from_model_input(m.input, padding=16)
+    lines = [tf(Image.open(p)) for p in paths]
+    widths = [t.shape[-1] for t in lines]
+    assert widths[0] != widths[1]
+    x = torch.zeros(2, 1, 120, max(widths))
+    for i, t in enumerate(lines):
+        x[i, :, :, : t.shape[-1]] = t
+    lens = torch.tensor(widths)
+    runs = {}
+    for name, run, blocked in (
+        ("reference", lambda: _layer_by_layer(m, x, lens), False),
+        ("nhwc", lambda: m(x, lens), False),
+        ("nchw", lambda: m(x, lens), True),
+    ):
+        monkeypatch.setattr(layers, "_wgrad_blocked", lambda b=blocked: b)
+        m.zero_grad()
+        torch.manual_seed(1)
+        out, _ = run()
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        runs[name] = (out.detach(), [p.grad.clone() for p in m.parameters()])
+    ref_out, ref_grads = runs.pop("reference")
+    for out, grads in runs.values():
+        assert torch.allclose(out, ref_out, atol=1e-5)
+        assert all(torch.allclose(a, b, rtol=1e-3, atol=1e-5) for a, b in zip(grads, ref_grads))
+
+
+def test_unknown_weight_gradient_layout_is_reported_and_ignored(monkeypatch, caplog):
+    from scriba.vgsl import layers
+
+    monkeypatch.setenv("SCRIBA_WGRAD_LAYOUT", "blocked")
+    layers._wgrad_blocked.cache_clear()
+    try:
+        assert layers._wgrad_blocked() == layers.avx2_only_cpu()
+    finally:
+        layers._wgrad_blocked.cache_clear()
+    assert any("SCRIBA_WGRAD_LAYOUT='blocked' ignored" in m for m in caplog.messages)

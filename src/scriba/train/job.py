@@ -133,10 +133,9 @@ def _missing_report(codec: Any, texts: Sequence[str]) -> tuple[int, str]:
 
 
 def _micro_pixels() -> int:
-    import torch
+    from scriba.vgsl.layers import avx2_only_cpu
 
-    avx2_only = torch.backends.cpu.get_cpu_capability() == "AVX2"
-    return MICRO_PIXELS * (MICRO_PIXELS_AVX2_FACTOR if avx2_only else 1)
+    return MICRO_PIXELS * (MICRO_PIXELS_AVX2_FACTOR if avx2_only_cpu() else 1)
 
 
 def _micro_batch(batch_size: int, height: int, widths: Sequence[int], pixels: int | None = None) -> int:

@@ -9,11 +9,14 @@ own zero padding). RNNs see each line's valid frames only (see ``_run_padded``);
 from __future__ import annotations
 
 import functools
+import logging
 import os
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+logger = logging.getLogger(__name__)
 
 Lens = torch.Tensor | None
 
@@ -47,6 +50,11 @@ def channels_last(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last)
 
 
+def avx2_only_cpu() -> bool:
+    """Whether torch's CPU kernels (and oneDNN's) run at AVX2, i.e. the CPU has no AVX-512."""
+    return torch.backends.cpu.get_cpu_capability() == "AVX2"
+
+
 @functools.cache
 def _wgrad_blocked() -> bool:
     """Whether weight gradients run on NCHW tensors (oneDNN then blocks them as nChw8c) instead of NHWC.
@@ -59,7 +67,9 @@ def _wgrad_blocked() -> bool:
     forced = os.environ.get("SCRIBA_WGRAD_LAYOUT", "").lower()
     if forced in ("nchw", "nhwc"):
         return forced == "nchw"
-    return torch.backends.cpu.get_cpu_capability() == "AVX2"
+    if forced:
+        logger.warning("SCRIBA_WGRAD_LAYOUT=%r ignored (expected nchw or nhwc)", forced)
+    return avx2_only_cpu()
 
 
 class _ConvBlockedWgrad(torch.autograd.Function):
