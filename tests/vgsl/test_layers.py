@@ -9,6 +9,17 @@ from scriba.vgsl import build_model
 
 torch.manual_seed(0)
 
+
+def close_at_scale(a: torch.Tensor, b: torch.Tensor, rel: float = 2e-5) -> bool:
+    """True when a and b differ by at most rel times b's largest magnitude.
+
+    Gradients summed over a whole batch in another order (oneDNN's AVX-512 kernels block the reduction
+    differently from its AVX2 ones) differ by a few float32 ulps of the largest terms, not of each element:
+    an element-wise rtol fails on the small elements of a tensor whose large ones are in the hundreds.
+    """
+    return bool((a - b).abs().max() <= rel * b.abs().max().clamp_min(1e-6))
+
+
 CASES = [
     # spec body, expected (C, H) after the blocks
     ("Cr3,3,8", (8, 16)),
@@ -272,7 +283,7 @@ def test_weight_gradients_on_either_layout_agree(monkeypatch, forced):
         out, _ = m(x, lens)
         out.square().sum().backward()
         grads[layout] = [p.grad for p in m.parameters()]
-    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-5) for a, b in zip(grads["default"], grads[forced]))
+    assert all(close_at_scale(a, b) for a, b in zip(grads["default"], grads[forced]))
     # the two convolutions with more than one input channel take the blocked path when it is chosen
     assert len(backward_calls) == (2 if forced == "nchw" else 0)
 
@@ -313,7 +324,7 @@ def test_default_network_on_real_lines_trains_as_layer_by_layer_in_both_layouts(
     ref_out, ref_grads = runs.pop("reference")
     for out, grads in runs.values():
         assert torch.allclose(out, ref_out, atol=1e-5)
-        assert all(torch.allclose(a, b, rtol=1e-3, atol=1e-5) for a, b in zip(grads, ref_grads))
+        assert all(close_at_scale(a, b) for a, b in zip(grads, ref_grads))
 
 
 def test_unknown_weight_gradient_layout_is_reported_and_ignored(monkeypatch, caplog):
@@ -326,3 +337,11 @@ def test_unknown_weight_gradient_layout_is_reported_and_ignored(monkeypatch, cap
     finally:
         layers._wgrad_blocked.cache_clear()
     assert any("SCRIBA_WGRAD_LAYOUT='blocked' ignored" in m for m in caplog.messages)
+
+
+def test_close_at_scale_accepts_rounding_and_refuses_a_wrong_element():
+    ref = torch.linspace(-250, 250, 1001)
+    assert close_at_scale(ref + 5e-4 * torch.randn(1001).sign(), ref)  # the AVX-512 host's reordering noise
+    wrong = ref.clone()
+    wrong[3] += 0.1  # one element off by a tenth: a real bug, far above float32 rounding
+    assert not close_at_scale(wrong, ref)
