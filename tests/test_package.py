@@ -70,3 +70,69 @@ def test_modules_are_small():
     big = {str(p.relative_to(PACKAGE)): n for p in PACKAGE.rglob("*.py")
            if (n := len(p.read_text(encoding="utf-8").splitlines())) > 600}
     assert not big, f"modules over 600 lines: {big}"
+
+
+# Each module's layer (DESIGN.md): imports only point down, and no job imports another job.
+LAYERS = [
+    ("scriba.cli", 1),
+    ("scriba.jobs", 2),
+    ("scriba.trainer", 3),
+    ("scriba.recognizer", 3),
+    ("scriba.machine", 3),
+    ("scriba.config", 5),
+    ("scriba.errors", 5),
+]
+
+
+def layer_of(module: str) -> int:
+    for prefix, layer in LAYERS:
+        if module == prefix or module.startswith(prefix + "."):
+            return layer
+    return 4 if module != "scriba" else 0  # the parts: vgsl, weights, data, codec, decode, metrics, text, ...
+
+
+def job_of(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[2] if len(parts) > 2 and parts[1] == "jobs" else None
+
+
+def test_imports_point_down_and_jobs_stand_alone():
+    modules = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    wrong = []
+    for m, p in sorted(modules.items()):
+        if m == "scriba":
+            continue  # the public API's lazy table names the jobs by string
+        for i in sorted(imports_of(p, m) | typing_imports_of(p, m)):
+            if i not in modules or i == "scriba":
+                continue
+            if layer_of(i) < layer_of(m):
+                wrong.append(f"{m} (layer {layer_of(m)}) imports {i} (layer {layer_of(i)})")
+            elif job_of(m) and job_of(i) and job_of(m) != job_of(i):
+                wrong.append(f"job {m} imports another job's {i}")
+    assert not wrong, "\n".join(wrong)
+
+
+def typing_imports_of(path: Path, name: str) -> set[str]:
+    """scriba modules imported under ``if TYPE_CHECKING:`` (they count for layering all the same)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and getattr(node.test, "id", getattr(node.test, "attr", None)) == "TYPE_CHECKING":
+            for n in ast.walk(node):
+                if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("scriba"):
+                    found.add(n.module)
+                    found.update(f"{n.module}.{a.name}" for a in n.names)
+    return found
+
+
+def test_public_api_names_are_functions_not_subpackages():
+    import scriba
+
+    for name in ("train", "evaluate", "pretrain", "compile_dataset", "load_model"):
+        obj = getattr(scriba, name)
+        assert callable(obj), f"scriba.{name} is {obj!r}, not a function"
+    # `from scriba import train` gives the function too, even after the job's modules were imported
+    import scriba.jobs.train.job  # noqa: F401
+    from scriba import train
+
+    assert callable(train) and train.__module__ == "scriba.jobs.train.job"

@@ -12,10 +12,10 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "load_model": ("scriba.weights.load", "load_model"),
-    "train": ("scriba.train.job", "train"),
-    "evaluate": ("scriba.evaluate", "evaluate"),
-    "pretrain": ("scriba.pretrain.job", "pretrain"),
-    "compile_dataset": ("scriba.data.compile", "compile_dataset"),
+    "train": ("scriba.jobs.train.job", "train"),
+    "evaluate": ("scriba.jobs.evaluate.job", "evaluate"),
+    "pretrain": ("scriba.jobs.pretrain.job", "pretrain"),
+    "compile_dataset": ("scriba.jobs.compile", "compile_dataset"),
 }
 
 __all__ = ["__version__", *_LAZY]

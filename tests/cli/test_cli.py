@@ -65,7 +65,7 @@ def test_help_is_fast_and_does_not_import_torch():
 @pytest.fixture
 def recorded_train(monkeypatch):
     """Replace the training job by a recorder so the test sees the configuration the CLI built."""
-    import scriba.train.job as job
+    import scriba.jobs.train.job as job
 
     calls = []
     def fake_train(cfg, g):
@@ -207,7 +207,7 @@ def test_resize_aliases_are_deprecated(experiment, recorded_train, capsys):
 
 
 def test_interrupted_run_exits_130(experiment, monkeypatch, capsys):
-    import scriba.train.job as job
+    import scriba.jobs.train.job as job
 
     monkeypatch.setattr(job, "train", lambda cfg, g: job.TrainResult(
         output_dir="m", stopped="interrupted", abort_checkpoint="m/checkpoint_abort.ckpt"))

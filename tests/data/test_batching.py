@@ -43,7 +43,7 @@ def test_width_multiple_pads_the_batch_but_not_the_lengths():
 
 def test_training_padding_leaves_the_loss_and_gradients_unchanged():
     """The network masks padded frames, so rounding training widths up changes no loss or gradient."""
-    from scriba.train.datamodule import TRAIN_WIDTH_MULTIPLE, collate_training
+    from scriba.trainer.datamodule import TRAIN_WIDTH_MULTIPLE, collate_training
     from scriba.vgsl import build_model
 
     torch.manual_seed(0)
@@ -76,7 +76,7 @@ def test_training_padding_on_real_lines_with_the_default_network():
     from scriba.data.records import LineRecord
     from scriba.data.transforms import LineTransform
     from scriba.text import TextTransform
-    from scriba.train.datamodule import collate_training
+    from scriba.trainer.datamodule import collate_training
     from scriba.vgsl import build_model
 
     root = Path(__file__).resolve().parents[2] / "examples" / "froc_sample"

@@ -9,14 +9,13 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
-from train_helpers import make_lines, tiny_config, tiny_global  # noqa: E402
-
 from scriba.config import TestConfig as EvalConfig  # noqa: E402
+from train_helpers import make_lines, tiny_config, tiny_global  # noqa: E402
 
 
 @pytest.fixture(scope="module", params=["32-true", "bf16-mixed"])
 def trained(tmp_path_factory, request):
-    from scriba.train.job import train
+    from scriba.jobs.train.job import train
 
     root = tmp_path_factory.mktemp("agree")
     data = {"train": make_lines(root / "train", 32, 1, "t"), "val": make_lines(root / "val", 12, 2, "v")}
@@ -27,7 +26,7 @@ def trained(tmp_path_factory, request):
 
 @pytest.mark.parametrize("batch_size", [1, 5])
 def test_best_validation_accuracy_equals_ketos_test(trained, batch_size):
-    from scriba.evaluate import run_test
+    from scriba.jobs.evaluate.job import run_test
     from scriba.weights import load_model
 
     data, result = trained
@@ -41,7 +40,7 @@ def test_best_validation_accuracy_equals_ketos_test(trained, batch_size):
 
 
 def test_checkpoint_and_weights_evaluate_alike(trained):
-    from scriba.evaluate import run_test
+    from scriba.jobs.evaluate.job import run_test
 
     data, result = trained
     scores = [run_test(EvalConfig(model=m, test_data=data["val"], format_type="path"), tiny_global())

@@ -33,7 +33,7 @@ from scriba.errors import UsageError
 @click.pass_obj
 def command(g: C.GlobalConfig, ground_truth: tuple[str, ...], files: tuple[str, ...], **opts) -> None:
     """Compile training data into a binary dataset (Arrow IPC, readable by kraken 7)."""
-    from scriba.data.compile import compile_dataset
+    from scriba.jobs.compile import compile_dataset
 
     opts["ground_truth"] = O.expand_inputs(files, ground_truth)
     if not opts["ground_truth"]:

@@ -41,6 +41,6 @@ def command(g: C.GlobalConfig, ground_truth: tuple[str, ...], **opts) -> None:
         if not opts["training_data"]:
             raise UsageError("no training data was given: use -t/--training-data or pass files as arguments")
         cfg = C.build(C.PretrainConfig, opts)
-    from scriba.pretrain.job import pretrain
+    from scriba.jobs.pretrain.job import pretrain
 
     O.report_run(pretrain(cfg, g))

@@ -23,8 +23,8 @@ from scriba.errors import UsageError
 @click.pass_obj
 def command(g: C.GlobalConfig, test_set: tuple[str, ...], **opts) -> None:
     """Evaluate a recognition model on test data."""
-    from scriba.evaluate import run_test, write_reports
-    from scriba.report import render_text
+    from scriba.jobs.evaluate.job import run_test, write_reports
+    from scriba.jobs.evaluate.report import render_text
 
     if not opts["model"]:
         raise UsageError("no model to evaluate: give one with -m/--model")

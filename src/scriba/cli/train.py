@@ -1,4 +1,4 @@
-"""``ketos train``: options to a :class:`~scriba.config.TrainConfig`, then :func:`scriba.train.job.train`."""
+"""``ketos train``: options to a :class:`~scriba.config.TrainConfig`, then :func:`scriba.jobs.train.job.train`."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def command(g: C.GlobalConfig, ground_truth: tuple[str, ...], **opts) -> None:
         if not opts["training_data"]:
             raise UsageError("no training data was given: use -t/--training-data or pass files as arguments")
         cfg = C.build(C.TrainConfig, opts)
-    from scriba.train.job import train
+    from scriba.jobs.train.job import train
 
     O.report_run(train(cfg, g))
 

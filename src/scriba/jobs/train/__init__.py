@@ -1,0 +1,1 @@
+"""``ketos train``: supervised CTC training of a recognition network."""

@@ -1,0 +1,312 @@
+"""``ketos train`` as a library call: :func:`train` takes the configurations and returns a :class:`TrainResult`.
+
+From scratch (``spec``), fine-tuning (``load`` + ``resize``) or continuing (``resume``: everything, data
+and hyperparameters included, comes from the checkpoint; only the machine settings of ``GlobalConfig``
+(device, workers, threads, verbosity) are taken from the caller).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from scriba.config import RESIZE_ALIASES, RESIZE_MODES, GlobalConfig, TrainConfig
+from scriba.errors import ScribaError, UsageError
+from scriba.trainer import runtime
+from scriba.trainer.runtime import PARTITION_FILE as PARTITION_FILE
+
+logger = logging.getLogger(__name__)
+
+PLOT_FILE = "training_curves.png"
+MICRO_PIXELS = 200_000
+# AVX2-only CPUs (no AVX-512) convolve slower and gain more from batching the LSTMs: default spec, 48 froc
+# lines at -B 16, one line per pass 4.9-5.0 lines/s, four 5.3-5.5, eight 4.7-4.9, all sixteen 4.0-4.1
+MICRO_PIXELS_AVX2_FACTOR = 4
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced and why it stopped (``fixed``, ``early``, ``aneal``, ``interrupted``)."""
+
+    output_dir: str
+    weights: str | None = None
+    best_accuracy: float | None = None
+    best_checkpoint: str | None = None
+    abort_checkpoint: str | None = None
+    stopped: str = "fixed"
+    epochs: int = 0
+    steps: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    plot: str | None = None
+    split_file: str | None = None
+    lines_per_second: list[float] = field(default_factory=list)
+    train_lines: int = 0
+    val_lines: int = 0
+
+
+def _check_config(cfg: TrainConfig) -> TrainConfig:
+    runtime.check_run_options(cfg)
+    if cfg.resize not in RESIZE_MODES:
+        raise UsageError(f"invalid --resize {cfg.resize!r} (expected one of {', '.join(RESIZE_MODES)})")
+    if cfg.resize in RESIZE_ALIASES:
+        logger.warning("--resize %s is deprecated; use %s", cfg.resize, RESIZE_ALIASES[cfg.resize])
+        cfg.resize = RESIZE_ALIASES[cfg.resize]
+    return cfg
+
+
+def _codec_and_model(cfg: TrainConfig, texts: Sequence[str], seg_type: str, ckpt: dict[str, Any] | None) -> Any:
+    from scriba.codec import Codec
+    from scriba.vgsl import build_model
+
+    if ckpt is not None:
+        from scriba.weights.checkpoint import model_from_checkpoint
+
+        return model_from_checkpoint(ckpt, str(cfg.resume))
+    if cfg.load:
+        from scriba.weights import load_model
+
+        if cfg.codec is not None and cfg.resize != "new":
+            raise UsageError("-c/--codec cannot be combined with --load (except with --resize new)")
+        net = load_model(cfg.load)
+        if net.codec is None:
+            raise ScribaError("the loaded model has no codec", path=cfg.load)
+        _fit_codec(net, cfg, texts)
+        net.metadata["accuracy"] = []
+        net.metadata["metrics"] = []
+        return net
+    codec = Codec.from_spec(cfg.codec, texts)
+    net = build_model(cfg.spec, None, seg_type=seg_type, legacy_polygons=cfg.legacy_polygons)
+    net.append_output(codec.max_label + 1)
+    net.codec = codec
+    return net
+
+
+def _fit_codec(net: Any, cfg: TrainConfig, texts: Sequence[str]) -> None:
+    """Adapts a loaded model's codec and output layer to the training data (``--resize``)."""
+    from scriba.codec import Codec
+
+    codec = net.codec
+    missing: set[str] = set()
+    for t in texts:
+        missing |= codec.missing(t)
+    if cfg.resize == "new":
+        data_codec = Codec.from_spec(cfg.codec, texts)
+        merged, deleted = codec.merge(data_codec)
+        net.resize_output(merged.max_label + 1, deleted)
+        net.codec = merged
+        logger.info(
+            "output layer matched to the training data: %d labels removed, %d added",
+            len(deleted),
+            len(set(merged.c2l) - set(codec.c2l)),
+        )
+        return
+    if not missing:
+        return
+    shown = " ".join(f"{c!r} (U+{ord(c):04X})" if len(c) == 1 else repr(c) for c in sorted(missing))
+    if cfg.resize == "fail":
+        raise UsageError(
+            f"the training data has {len(missing)} character(s) the loaded model lacks: {shown}; "
+            f"use --resize union to add them or --resize new to match the data",
+            path=cfg.load,
+        )
+    new = codec.add_labels(sorted(missing))
+    net.resize_output(new.max_label + 1)
+    net.codec = new
+    logger.info("added %d character(s) to the model's codec: %s", len(missing), shown)
+
+
+def _missing_report(codec: Any, texts: Sequence[str]) -> tuple[int, str]:
+    chars: dict[str, int] = {}
+    lines = 0
+    for t in texts:
+        miss = codec.missing(t)
+        if miss:
+            lines += 1
+            for c in miss:
+                chars[c] = chars.get(c, 0) + 1
+    shown = ", ".join(f"{c!r} (U+{ord(c):04X})" if len(c) == 1 else repr(c) for c in sorted(chars))
+    return lines, shown
+
+
+def _micro_pixels() -> int:
+    from scriba.vgsl.layers import avx2_only_cpu
+
+    return MICRO_PIXELS * (MICRO_PIXELS_AVX2_FACTOR if avx2_only_cpu() else 1)
+
+
+def _micro_batch(batch_size: int, height: int, widths: Sequence[int], pixels: int | None = None) -> int:
+    """Lines per forward pass on CPU: a batch of large lines runs faster as several smaller passes whose
+    activations stay in cache (default spec, -B 16: about 1.4x), with gradients accumulated to the same sum.
+
+    The largest divisor of the batch size whose lines hold about ``pixels`` input pixels (``MICRO_PIXELS``,
+    more on AVX2-only CPUs); small lines and small networks keep their whole batches. ``SCRIBA_MICROBATCH=0``
+    turns this off.
+    """
+    if batch_size <= 1 or not widths or os.environ.get("SCRIBA_MICROBATCH") == "0":
+        return batch_size
+    per_line = max(1, height) * (sum(widths) / len(widths))
+    fits = max(1, int((pixels or _micro_pixels()) // per_line))
+    return max(d for d in range(1, batch_size + 1) if batch_size % d == 0 and d <= fits)
+
+
+def train(
+    cfg: TrainConfig, g: GlobalConfig | None = None, *, callbacks: Sequence[Any] = (), progress: bool | None = None
+) -> TrainResult:
+    """Runs a complete training job; see the module docstring. Raises :class:`~scriba.errors.ScribaError`."""
+    from scriba.data.dataset import LineDataset
+    from scriba.data.transforms import LineTransform
+    from scriba.jobs.train.module import RecognitionModule
+    from scriba.text import TextTransform
+    from scriba.trainer.callbacks import FreezeBackbone, LRScheduleCallback, RunState
+    from scriba.trainer.datamodule import LineDataModule, collect_lines, text_transform
+    from scriba.trainer.optim import LRSchedule
+    from scriba.trainer.progress import ProgressReporter
+
+    # the run: configurations (a resumed run's own), output directory, machine, seeds
+    g = g or GlobalConfig()
+    ckpt: dict[str, Any] | None = None
+    if cfg.resume:
+        cfg, g, ckpt = runtime.restore_configs(cfg, g, key="train_config", task="training")
+    cfg = _check_config(cfg)
+    out = runtime.prepare_output(cfg.checkpoint_path)
+    accelerator, devices = runtime.setup_machine(g)
+    data_info = runtime.stored_data_info(ckpt)
+    seed, sampler_seed = runtime.seed_run(g, data_info)
+
+    # the lines and the network, with a codec that covers the training texts
+    lines = collect_lines(cfg, seed, split=data_info.get("split"))
+    net = _codec_and_model(cfg, lines.train_texts, lines.seg_type, ckpt)
+    codec = net.codec
+    n_lines, shown = _missing_report(codec, lines.train_texts)
+    if n_lines:
+        logger.warning(
+            "%d training line(s) contain characters missing from the codec, left out of their labels: %s",
+            n_lines,
+            shown,
+        )
+    n_lines, shown = _missing_report(codec, lines.val_texts)
+    if n_lines:
+        logger.warning(
+            "%d validation line(s) contain characters missing from the codec, counted as errors: %s", n_lines, shown
+        )
+
+    # the datasets (preprocessed into memory when small enough) and the split they came from
+    lt = LineTransform.from_model_input(tuple(net.input), padding=cfg.padding, seg_type=lines.seg_type)
+    tt = text_transform(cfg)
+    train_ds = LineDataset(
+        lines.train,
+        lt,
+        tt,
+        codec=codec,
+        legacy_polygons=cfg.legacy_polygons,
+        augment=cfg.augment,
+        texts=lines.train_texts,
+    )
+    val_ds = LineDataset(lines.val, lt, tt, codec=None, legacy_polygons=cfg.legacy_polygons, texts=lines.val_texts)
+    train_ds, val_ds = runtime.preload_if_small(train_ds, val_ds, g.num_workers)
+    if ckpt is None:
+        runtime.describe_lines(net, lines.seg_type, cfg.legacy_polygons, train_ds)
+    runtime.record_data(data_info, sampler_seed, lines, train_ds, val_ds)
+    split_file = runtime.write_split(out, lines.split)
+
+    # the Lightning module and data module; large lines on CPU run as micro-batches
+    info = {"train_config": asdict(cfg), "global_config": asdict(g), "data": data_info}
+    pred_tt = TextTransform(
+        normalization=cfg.normalization, normalize_whitespace=cfg.normalize_whitespace, bidi_reordering=False
+    )
+    module = RecognitionModule(net, cfg, info=info, pred_transform=pred_tt)
+    on_gpu = runtime.uses_gpu(accelerator)
+    micro = cfg.batch_size if on_gpu else _micro_batch(cfg.batch_size, net.input[2], train_ds.estimated_widths())
+    if micro < cfg.batch_size:
+        module.loss_scale = float(cfg.batch_size // micro)
+        logger.info(
+            "batches of %d lines run as %d micro-batches of %d (faster on CPU)",
+            cfg.batch_size,
+            cfg.batch_size // micro,
+            micro,
+        )
+    dm = LineDataModule(
+        train_ds,
+        val_ds,
+        cfg.batch_size,
+        val_batch_size=micro,
+        micro_batch=micro,
+        num_workers=g.num_workers,
+        seed=sampler_seed,
+        pin_memory=on_gpu,
+        in_process_when_cached=not on_gpu,
+    )
+
+    # callbacks: checkpoints, learning-rate schedule, resume bookkeeping, progress, stopping, freezing
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    ckpt_cb = runtime.checkpoint_callback(out, "val_accuracy", "max")
+    run_state = RunState(out, sampler=dm.train_sampler)
+    reporter = ProgressReporter(rich=runtime.rich_progress(progress, g))
+    cbs: list[Any] = [
+        ckpt_cb,
+        LRScheduleCallback(
+            lambda spe: LRSchedule.from_config(cfg, spe), monitor="val_accuracy", stop_when_annealed=cfg.quit == "aneal"
+        ),
+        run_state,
+        reporter,
+    ]
+    early = None
+    if cfg.quit == "early":
+        early = EarlyStopping(
+            monitor="val_accuracy", mode="max", patience=cfg.lag, min_delta=cfg.min_delta, check_finite=False
+        )
+        cbs.append(early)
+    if cfg.freeze_backbone > 0:
+        cbs.append(FreezeBackbone(cfg.freeze_backbone))
+    cbs.extend(callbacks)
+
+    # fit, then convert the best checkpoint
+    trainer = runtime.build_trainer(
+        cfg,
+        g,
+        accelerator=accelerator,
+        devices=devices,
+        out=out,
+        callbacks=cbs,
+        logger_name="ketos_train",
+        min_epochs=cfg.min_epochs,
+        accumulate_grad_batches=cfg.accumulate_grad_batches * (cfg.batch_size // micro),
+    )
+    result = TrainResult(output_dir=str(out), split_file=split_file, train_lines=len(train_ds), val_lines=len(val_ds))
+    interrupted = runtime.fit(trainer, module, dm, cfg.resume)
+    runtime.record_run(result, trainer, module, run_state, reporter)
+    if interrupted:
+        result.stopped = "interrupted"
+        logger.warning("training interrupted; continue with: ketos train --resume %s", result.abort_checkpoint)
+        return result
+    result.stopped = runtime.stop_reason(cfg, trainer, early)
+    _finish(result, ckpt_cb, cfg, out)
+    return result
+
+
+def _finish(result: TrainResult, ckpt_cb: Any, cfg: TrainConfig, out: Path) -> None:
+    """Converts the best checkpoint to weights and draws the curves."""
+    from scriba.jobs.train.plot import plot_history
+    from scriba.weights import save_weights
+    from scriba.weights.checkpoint import model_from_checkpoint, read_checkpoint_dict
+
+    best = ckpt_cb.best_model_path
+    if not best or ckpt_cb.best_model_score is None:
+        logger.warning("no validation run finished: no best model to convert")
+    else:
+        score = float(ckpt_cb.best_model_score)
+        model = model_from_checkpoint(read_checkpoint_dict(best), best)
+        path = save_weights(model, out / f"best_{score:.4f}.safetensors", cfg.weights_format)
+        logger.info("converted best model %s (score %.4f) to %s", best, score, path)
+        result.weights = str(path)
+        result.best_accuracy = score
+        result.best_checkpoint = best
+    try:
+        result.plot = plot_history(result.history, out / PLOT_FILE)
+    except Exception as exc:  # noqa: BLE001 - a missing plot must not cost the trained model
+        logger.warning("could not draw the training curves: %s", exc)

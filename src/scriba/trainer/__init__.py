@@ -1,0 +1,2 @@
+"""The Lightning scaffolding that training and pretraining both stand on: trainer set-up, data module, callbacks,
+optimizers and schedules, progress."""

@@ -1,0 +1,178 @@
+"""Interrupting and resuming: abort checkpoints, epoch counts, and exact continuation of deterministic runs."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import lightning as L
+import pytest
+import torch
+
+from scriba.config import TrainConfig
+from scriba.jobs.train.job import train
+from scriba.trainer.callbacks import ABORT_CHECKPOINT
+from train_helpers import tiny_config, tiny_global
+
+EPOCHS = 3
+
+
+def _cfg(synth, out):
+    # augmentation and dropout-free nets still draw random numbers: augmentation seeds and shuffling
+    return tiny_config(synth, out, epochs=EPOCHS, augment=True, spec="[1,16,0,1 Cr3,3,8 Do0.2 Mp2,2 S1(1x0)1,3 Lbx16]")
+
+
+def _val(history):
+    return [(h["completed_epoch"], h["val_errors"], h["val_chars"], round(h["val_accuracy"], 6)) for h in history]
+
+
+def _same_final_weights(dir_a, dir_b) -> bool:
+    a = torch.load(f"{dir_a}/checkpoint_last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    b = torch.load(f"{dir_b}/checkpoint_last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+class SignalAt(L.Callback):
+    def __init__(self, epoch: int, batch: int, signum: int) -> None:
+        self.epoch, self.batch, self.signum = epoch, batch, signum
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            os.kill(os.getpid(), self.signum)
+
+
+class FailAt(L.Callback):
+    def __init__(self, epoch: int, batch: int) -> None:
+        self.epoch, self.batch = epoch, batch
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        # before the step: the batch is half-done when the exception arrives
+        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            raise RuntimeError("boom")
+
+
+@pytest.fixture(scope="module")
+def reference(synth, tmp_path_factory):
+    r = train(_cfg(synth, tmp_path_factory.mktemp("ref")), tiny_global(), progress=False)
+    assert r.epochs == EPOCHS
+    return r
+
+
+def test_sigint_mid_epoch_then_resume_matches(synth, tmp_path, reference):
+    r = train(_cfg(synth, tmp_path), tiny_global(), callbacks=[SignalAt(1, 1, signal.SIGINT)], progress=False)
+    assert r.stopped == "interrupted"
+    abort = tmp_path / ABORT_CHECKPOINT
+    assert r.abort_checkpoint == str(abort) and abort.exists()
+    ck = torch.load(abort, map_location="cpu", weights_only=True)
+    assert ck["epoch"] == 1 and "scriba" in ck
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    resumed = train(TrainConfig(resume=str(abort)), tiny_global(), progress=False)
+    assert resumed.epochs == EPOCHS and resumed.stopped == "fixed"
+    assert _val(resumed.history) == _val(reference.history)
+    assert [h["train_loss"] for h in resumed.history] == pytest.approx([h["train_loss"] for h in reference.history])
+    assert _same_final_weights(tmp_path, reference.output_dir)
+
+
+class SignalInValidation(L.Callback):
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        if trainer.current_epoch == 1 and batch_idx == 0:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_sigint_during_validation_finishes_it_first(synth, tmp_path, reference):
+    r = train(_cfg(synth, tmp_path), tiny_global(), callbacks=[SignalInValidation()], progress=False)
+    assert r.stopped == "interrupted"
+    assert [h["completed_epoch"] for h in r.history] == [0, 1]
+    resumed = train(TrainConfig(resume=str(tmp_path / ABORT_CHECKPOINT)), tiny_global(), progress=False)
+    assert _val(resumed.history) == _val(reference.history)
+    assert _same_final_weights(tmp_path, reference.output_dir)
+
+
+def test_sigterm_then_resume_from_regular_checkpoint(synth, tmp_path, reference):
+    r = train(_cfg(synth, tmp_path), tiny_global(), callbacks=[SignalAt(2, 0, signal.SIGTERM)], progress=False)
+    assert r.stopped == "interrupted" and (tmp_path / ABORT_CHECKPOINT).exists()
+    last = tmp_path / "checkpoint_last.ckpt"  # written after the validation of epoch 1
+    assert torch.load(last, map_location="cpu", weights_only=True)["epoch"] == 1
+    (tmp_path / ABORT_CHECKPOINT).unlink()
+    resumed = train(TrainConfig(resume=str(last)), tiny_global(), progress=False)
+    assert resumed.epochs == EPOCHS
+    assert [h["completed_epoch"] for h in resumed.history] == [0, 1, 2]
+    assert _val(resumed.history) == _val(reference.history)
+    assert _same_final_weights(tmp_path, reference.output_dir)
+
+
+@pytest.mark.parametrize("batch", [0, 2])
+def test_exception_writes_abort_checkpoint_and_resumes(synth, tmp_path, reference, batch):
+    with pytest.raises(RuntimeError, match="boom"):
+        train(_cfg(synth, tmp_path), tiny_global(), callbacks=[FailAt(1, batch)], progress=False)
+    abort = tmp_path / ABORT_CHECKPOINT
+    assert abort.exists()
+    resumed = train(TrainConfig(resume=str(abort)), tiny_global(), progress=False)
+    assert _val(resumed.history) == _val(reference.history)
+    assert _same_final_weights(tmp_path, reference.output_dir)
+    assert resumed.weights is not None
+
+
+def test_resume_needs_a_scriba_checkpoint(tmp_path):
+    from scriba.errors import ScribaError
+
+    bogus = tmp_path / "x.ckpt"
+    torch.save({"state_dict": {}}, bogus)
+    with pytest.raises(ScribaError):
+        train(TrainConfig(resume=str(bogus)), tiny_global(), progress=False)
+
+
+def test_ctrl_c_from_the_terminal_with_worker_processes(synth, tmp_path):
+    """SIGINT to the whole process group (what a terminal sends): workers ignore it, the main process stops."""
+    import json
+    import subprocess
+    import sys
+    import time
+
+    script = (
+        "import json, sys\n"
+        "from train_helpers import tiny_config, tiny_global\n"
+        "from scriba.jobs.train.job import train\n"
+        "synth = json.loads(sys.argv[1])\n"
+        "r = train(tiny_config(synth, sys.argv[2], epochs=200, augment=True), tiny_global(num_workers=1),"
+        " progress=False)\n"
+        "print('STOPPED', r.stopped, r.abort_checkpoint)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))  # tests/, for train_helpers
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, json.dumps(synth), str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.time() + 120
+        while not (tmp_path / "checkpoint_last.ckpt").exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-2000:]
+    assert f"STOPPED interrupted {tmp_path / ABORT_CHECKPOINT}" in out
+    assert "SIGINT received" in err
+    ck = torch.load(tmp_path / ABORT_CHECKPOINT, map_location="cpu", weights_only=True)
+    assert ck["epoch"] >= 1
+
+
+def test_interrupt_with_micro_batches_waits_for_the_optimizer_step(synth, tmp_path, monkeypatch):
+    import scriba.jobs.train.job as J
+
+    monkeypatch.setattr(J, "MICRO_PIXELS", 1)  # batches of 8 run as 8 passes of one line
+    ref = train(_cfg(synth, tmp_path / "ref"), tiny_global(device="cpu"), progress=False)
+    out = tmp_path / "run"
+    r = train(_cfg(synth, out), tiny_global(device="cpu"), callbacks=[SignalAt(1, 3, signal.SIGINT)], progress=False)
+    assert r.stopped == "interrupted"
+    ck = torch.load(out / ABORT_CHECKPOINT, map_location="cpu", weights_only=True)
+    assert ck["global_step"] == 5  # 4 steps in epoch 0, then the window holding micro-batch 3 of epoch 1
+    resumed = train(TrainConfig(resume=str(out / ABORT_CHECKPOINT)), tiny_global(device="cpu"), progress=False)
+    assert _val(resumed.history) == _val(ref.history)
+    assert _same_final_weights(out, ref.output_dir)
