@@ -33,6 +33,6 @@ def kraken_froc_errors() -> int:
     It depends on the CPU's instruction set: oneDNN's AVX2 kernels round differently from its AVX-512 ones,
     and two lines' predictions change (kraken itself counts 1075 errors on an AVX2-only CPU).
     """
-    from scriba.vgsl.layers import avx2_only_cpu
+    from scriba.machine import cpu_features
 
-    return 1075 if avx2_only_cpu() else 1077
+    return 1075 if cpu_features().avx2_only else 1077

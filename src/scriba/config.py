@@ -38,6 +38,7 @@ RESIZE_MODES = ("add", "union", "both", "new", "fail")
 RESIZE_ALIASES = {"add": "union", "both": "new"}
 WEIGHTS_FORMATS = ("safetensors", "coreml")
 LOGGERS = ("tensorboard",)
+WEIGHT_GRADIENT_LAYOUTS = ("auto", "nhwc", "nchw")
 
 
 @dataclass
@@ -53,6 +54,15 @@ class GlobalConfig:
     seed: int | None = None
     deterministic: bool = False
     verbose: int = 0
+    # machine tuning (scriba.machine); a resumed run takes these from the caller, not from the checkpoint.
+    # Preprocessed (compressed) lines of both sets are kept in memory when they fit in this many MiB; 0: never
+    cache_mb: float = 2048.0
+    # lines per forward pass on CPU (a divisor of the batch size; gradients are summed to the whole batch's);
+    # None sizes the passes to the lines and the CPU, 0 keeps whole batches
+    micro_batch: int | None = None
+    # memory layout of the convolutions' weight gradients on CPU; the values agree, only the speed differs.
+    # "auto": nchw on AVX2-only CPUs (oneDNN's NHWC weight-gradient kernel is slow there), nhwc elsewhere
+    weight_gradient_layout: str = "auto"
 
 
 @dataclass

@@ -277,7 +277,7 @@ def test_weight_gradients_on_either_layout_agree(monkeypatch, forced):
     real = layers._ConvBlockedWgrad.backward
     monkeypatch.setattr(layers._ConvBlockedWgrad, "backward", lambda ctx, g: backward_calls.append(1) or real(ctx, g))
     for layout in ("default", forced):
-        monkeypatch.setattr(layers, "_wgrad_blocked", lambda blocked=layout == "nchw": blocked)
+        monkeypatch.setattr(layers, "_wgrad_layout", "nchw" if layout == "nchw" else "nhwc")
         torch.manual_seed(0)
         m = build_model(spec).train()
         out, _ = m(x, lens)
@@ -315,7 +315,7 @@ def test_default_network_on_real_lines_trains_as_layer_by_layer_in_both_layouts(
         ("nhwc", lambda: m(x, lens), False),
         ("nchw", lambda: m(x, lens), True),
     ):
-        monkeypatch.setattr(layers, "_wgrad_blocked", lambda b=blocked: b)
+        monkeypatch.setattr(layers, "_wgrad_layout", "nchw" if blocked else "nhwc")
         m.zero_grad()
         torch.manual_seed(1)
         out, _ = run()
@@ -327,16 +327,16 @@ def test_default_network_on_real_lines_trains_as_layer_by_layer_in_both_layouts(
         assert all(close_at_scale(a, b) for a, b in zip(grads, ref_grads))
 
 
-def test_unknown_weight_gradient_layout_is_reported_and_ignored(monkeypatch, caplog):
+def test_weight_gradient_layout_is_a_plain_setting_with_a_safe_default(monkeypatch):
     from scriba.vgsl import layers
 
-    monkeypatch.setenv("SCRIBA_WGRAD_LAYOUT", "blocked")
-    layers._wgrad_blocked.cache_clear()
-    try:
-        assert layers._wgrad_blocked() == layers.avx2_only_cpu()
-    finally:
-        layers._wgrad_blocked.cache_clear()
-    assert any("SCRIBA_WGRAD_LAYOUT='blocked' ignored" in m for m in caplog.messages)
+    monkeypatch.setattr(layers, "_wgrad_layout", layers._wgrad_layout)
+    assert layers._wgrad_layout == "nhwc"  # nobody chose: torch's own backward, right on every CPU
+    assert layers.set_weight_gradient_layout("nchw") == "nhwc"
+    assert layers.set_weight_gradient_layout("nhwc") == "nchw"
+    with pytest.raises(ValueError, match="unknown weight-gradient layout 'blocked'"):
+        layers.set_weight_gradient_layout("blocked")
+    assert layers._wgrad_layout == "nhwc"
 
 
 def test_close_at_scale_accepts_rounding_and_refuses_a_wrong_element():

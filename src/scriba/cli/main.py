@@ -20,7 +20,7 @@ from scriba.cli import pretrain as pretrain_cmd
 from scriba.cli import test as test_cmd
 from scriba.cli import train as train_cmd
 from scriba.cli.config_file import apply_experiment_file
-from scriba.config import PRECISIONS, GlobalConfig, default
+from scriba.config import PRECISIONS, WEIGHT_GRADIENT_LAYOUTS, GlobalConfig, default
 from scriba.errors import ScribaError
 
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?(,cuda:\d+)*)$")
@@ -49,6 +49,15 @@ def _g(name: str):
               help="Number of worker processes for data loading and compilation.")
 @click.option("--threads", "num_threads", type=click.IntRange(1), default=_g("num_threads"),
               help="Number of threads for intra-op parallelism.")
+@click.option("--cache-mb", "cache_mb", type=click.FloatRange(0), default=_g("cache_mb"),
+              help="Keep the preprocessed lines in memory when both sets fit in this many MiB (0: never).")
+@click.option("--micro-batch", "micro_batch", type=click.IntRange(0), default=_g("micro_batch"),
+              help="Lines per forward pass when training on CPU (a divisor of the batch size; gradients are "
+              "summed to the whole batch's); 0: whole batches; default: sized to the lines and the CPU.")
+@click.option("--weight-gradient-layout", type=click.Choice(WEIGHT_GRADIENT_LAYOUTS),
+              default=_g("weight_gradient_layout"),
+              help="Memory layout of the convolutions' weight gradients on CPU (same values, other speed); "
+              "auto: nchw on CPUs with AVX2 but no AVX-512, nhwc elsewhere.")
 @click.option("-s", "--seed", type=int, default=_g("seed"), help="Seed for all random number generators.")
 @click.option("-r", "--deterministic/--no-deterministic", default=_g("deterministic"),
               help="Use deterministic algorithms (seed 42 when no seed is given).")

@@ -1,9 +1,10 @@
 """The scaffolding every Lightning job here stands on (``ketos train``, ``ketos pretrain``).
 
 In the order a job uses them: check the options, restore the configurations of a resumed run, prepare the output directory,
-set up the machine (threads, device), seed the run, keep small datasets in memory, write the split, build
+parse the device, seed the run, keep small datasets in memory, write the split, build
 the Lightning trainer, fit, and tell how the run stopped. What differs between the jobs (data, network,
-module, callbacks, the conversion of the best checkpoint) stays in each job.
+module, callbacks, the conversion of the best checkpoint) stays in each job; what depends on the hardware
+(threads, allocator, precision, micro-batches, cache budget) is in :mod:`scriba.machine`.
 
 torch and Lightning are imported inside the functions, so that importing a job stays fast.
 """
@@ -19,15 +20,13 @@ import sys
 from pathlib import Path
 from typing import Any, TypeVar
 
+from scriba import machine
 from scriba.config import QUIT_MODES, WEIGHTS_FORMATS, GlobalConfig, build
 from scriba.errors import ScribaError, UsageError
 
 logger = logging.getLogger(__name__)
 
 PARTITION_FILE = "partition.json"
-# preprocessed (compressed) lines are kept in memory when both sets fit in this many bytes (SCRIBA_CACHE_MB
-# overrides; 0 turns the cache off)
-CACHE_LIMIT = 2 * 1024**3
 
 C = TypeVar("C")
 
@@ -60,7 +59,8 @@ def restore_configs(cfg: C, g: GlobalConfig, *, key: str, task: str) -> tuple[C,
     """The configurations stored in the checkpoint ``cfg.resume`` under ``key`` (e.g. ``train_config``).
 
     Everything comes from the checkpoint except the machine settings of ``g`` (device, workers, threads,
-    verbosity): they follow the machine the run continues on. Returns the configurations and the
+    verbosity, cache budget, micro-batches, weight-gradient layout): they follow the machine the run
+    continues on. Returns the configurations and the
     checkpoint; ``task`` (``training``) names the kind of checkpoint in the error for a foreign file.
     """
     from scriba.weights.checkpoint import read_checkpoint_dict
@@ -73,7 +73,8 @@ def restore_configs(cfg: C, g: GlobalConfig, *, key: str, task: str) -> tuple[C,
     stored = dict(entry[key])
     stored.update(resume=resume, load=None)
     gd = dict(entry.get("global_config") or {})
-    gd.update(device=g.device, num_workers=g.num_workers, num_threads=g.num_threads, verbose=g.verbose)
+    gd.update(device=g.device, num_workers=g.num_workers, num_threads=g.num_threads, verbose=g.verbose,
+              cache_mb=g.cache_mb, micro_batch=g.micro_batch, weight_gradient_layout=g.weight_gradient_layout)
     return build(type(cfg), stored), build(GlobalConfig, gd), ckpt
 
 
@@ -107,74 +108,6 @@ def parse_device(spec: str) -> tuple[str, Any]:
     raise UsageError(f"invalid device {spec!r}: use auto, cpu, mps or cuda:N")
 
 
-def setup_machine(g: GlobalConfig) -> tuple[str, Any]:
-    """Sets torch's thread count and returns the accelerator and devices of ``g.device``."""
-    import torch
-
-    keep_freed_memory()
-    torch.set_num_threads(max(1, g.num_threads))
-    return parse_device(g.device)
-
-
-# glibc's mallopt parameters
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-_MMAP_THRESHOLD = 32 * 1024**2  # glibc's largest allowed value on 64-bit systems
-_TRIM_THRESHOLD = 2**31 - 1  # mallopt takes an int
-
-
-def keep_freed_memory() -> bool:
-    """Lets glibc keep freed heap memory for the next training step instead of giving it back to the kernel.
-
-    Every step frees and reallocates the same activation buffers. With glibc's defaults the top of the heap is
-    returned to the kernel and large buffers are fresh mappings, so the kernel faults in and zeroes their pages
-    again each step: on froc lines about 95,000 page faults a second, and 10-14 % of a training step on a
-    virtual machine, where a fault is dear. The peak memory of a training run grows by up to 30 %.
-    Nothing is changed where the user set glibc's own ``MALLOC_*`` tunables or where the C library is not
-    glibc. Returns whether the settings were applied.
-    """
-    if not sys.platform.startswith("linux") or any(k.startswith("MALLOC_") for k in os.environ):
-        return False
-    import ctypes
-
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD))
-
-
-def cpu_has_bf16() -> bool:
-    """Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX), where bf16 convolutions pay."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
-            for line in fh:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"avx512_bf16", "amx_bf16"})
-    except OSError:
-        pass
-    return False
-
-
-def resolve_precision(g: GlobalConfig, accelerator: str, *, task: str) -> str:
-    """The Lightning precision of a run: ``g.precision``, with ``auto`` resolved for ``task`` ("train" gets
-    bf16-mixed on a CPU with native bfloat16, everything else 32-true)."""
-    if g.precision != "auto":
-        return g.precision
-    if task == "train" and not uses_gpu(accelerator) and cpu_has_bf16():
-        logger.info("precision auto: bf16-mixed (this CPU computes bfloat16 natively; validation stays fp32)")
-        return "bf16-mixed"
-    return "32-true"
-
-
-def uses_gpu(accelerator: str) -> bool:
-    """Whether the run will train on a CUDA device."""
-    import torch
-
-    return accelerator == "gpu" or (accelerator == "auto" and torch.cuda.is_available())
-
-
 def seed_run(g: GlobalConfig, data_info: dict[str, Any]) -> tuple[int | None, int]:
     """Seeds every RNG (loader workers included) and returns the seed and the train sampler's seed.
 
@@ -200,12 +133,6 @@ def stored_data_info(ckpt: dict[str, Any] | None) -> dict[str, Any]:
 # -- data ------------------------------------------------------------------------------------------------------
 
 
-def cache_limit() -> int:
-    """How many bytes of preprocessed lines may be kept in memory (``SCRIBA_CACHE_MB`` overrides)."""
-    env = os.environ.get("SCRIBA_CACHE_MB")
-    return int(float(env) * 1024**2) if env else CACHE_LIMIT
-
-
 def preload(ds: Any, name: str, workers: int) -> Any:
     """Preprocesses every line of ``ds`` into memory; lines that fail are reported and left out."""
 
@@ -220,9 +147,9 @@ def preload(ds: Any, name: str, workers: int) -> Any:
     return ds
 
 
-def preload_if_small(train_ds: Any, val_ds: Any, workers: int) -> tuple[Any, Any]:
-    """Both sets preloaded (see :func:`preload`) when they fit in :func:`cache_limit`, else unchanged."""
-    if train_ds.estimated_bytes() + val_ds.estimated_bytes() <= cache_limit():
+def preload_if_small(train_ds: Any, val_ds: Any, workers: int, limit: int) -> tuple[Any, Any]:
+    """Both sets preloaded (see :func:`preload`) when they fit in ``limit`` bytes, else unchanged."""
+    if train_ds.estimated_bytes() + val_ds.estimated_bytes() <= limit:
         train_ds = preload(train_ds, "training", workers)
         val_ds = preload(val_ds, "validation", workers)
         if len(train_ds) == 0:
@@ -289,7 +216,9 @@ def plain(value: Any) -> Any:
         return value.item() if value.numel() == 1 else value.tolist()
     if isinstance(value, float) and math.isnan(value):
         return None
-    if value is None or isinstance(value, (str, int, float, bool)):
+    if isinstance(value, str):
+        return str(value)  # not a subclass (torch.__version__ is one), which weights_only loading refuses
+    if value is None or isinstance(value, (int, float, bool)):
         return value
     return str(value)
 
@@ -354,7 +283,7 @@ def build_trainer(
     return L.Trainer(
         accelerator=accelerator,
         devices=devices,
-        precision=resolve_precision(g, accelerator, task=task),  # type: ignore[arg-type]
+        precision=machine.resolve_precision(g, accelerator, task=task),  # type: ignore[arg-type]
         max_epochs=max_epochs,
         min_epochs=min_epochs,
         gradient_clip_val=cfg.gradient_clip_val or None,
@@ -404,20 +333,22 @@ def stop_reason(cfg: Any, trainer: Any, early: Any) -> str:
 
 
 def quiet_lightning() -> None:
-    """Silences Lightning's info lines (GPU available, TPU...) and its warnings about our deliberate choices."""
+    """Silences Lightning's info lines (GPU available, TPU...) and its warnings about our deliberate choices,
+    until the job returns (see :func:`scriba.machine.tuned`)."""
     for name in (
         "lightning.pytorch.utilities.rank_zero",
         "lightning.pytorch.accelerators.cuda",
         "lightning.fabric.utilities.seed",
         "lightning.pytorch.trainer.connectors.signal_connector",
     ):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    import warnings
-
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
-    warnings.filterwarnings("ignore", message=".*`training_step` returned `None`.*")
-    warnings.filterwarnings("ignore", message=".*train_dataloader yielded None.*")
-    warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
-    warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
-    warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch ended.*")
+        machine.set_logger_level(name, logging.WARNING)
+    for message in (
+        ".*does not have many workers.*",
+        ".*smaller than the logging interval.*",
+        ".*`training_step` returned `None`.*",
+        ".*train_dataloader yielded None.*",
+        ".*treespec, LeafSpec.*",
+        ".*exists and is not empty.*",
+        ".*resuming from a checkpoint that ended before the epoch ended.*",
+    ):
+        machine.ignore_warnings(message)

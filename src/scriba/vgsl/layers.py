@@ -8,9 +8,7 @@ own zero padding). RNNs see each line's valid frames only (see ``_run_padded``);
 
 from __future__ import annotations
 
-import functools
 import logging
-import os
 
 import torch
 import torch.nn.functional as F
@@ -50,26 +48,22 @@ def channels_last(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last)
 
 
-def avx2_only_cpu() -> bool:
-    """Whether torch's CPU kernels (and oneDNN's) run at AVX2, i.e. the CPU has no AVX-512."""
-    return torch.backends.cpu.get_cpu_capability() == "AVX2"
+WEIGHT_GRADIENT_LAYOUTS = ("nhwc", "nchw")
+_wgrad_layout = "nhwc"
 
 
-@functools.cache
-def _wgrad_blocked() -> bool:
-    """Whether weight gradients run on NCHW tensors (oneDNN then blocks them as nChw8c) instead of NHWC.
+def set_weight_gradient_layout(layout: str) -> str:
+    """Sets the memory layout in which CPU convolutions compute their weight gradients; returns the old one.
 
-    On AVX2-only CPUs oneDNN has no brgemm kernel for NHWC weight gradients and its fallback is slow: default
-    spec, second convolution (32 -> 32 channels, 60 x 704): 34 ms against 21.5 ms on the blocked layout, of which
-    the two reorders cost about 2 ms. With AVX-512 the NHWC kernels are fast. ``SCRIBA_WGRAD_LAYOUT=nchw|nhwc``
-    overrides the choice.
+    ``nhwc`` (the default): torch's own backward on the channels-last tensors. ``nchw``: weight and bias
+    gradients on NCHW copies of input and gradient, which oneDNN blocks (nChw8c). Both give the same values up
+    to the order of the sums; only the speed differs, by CPU (``scriba.machine`` chooses for the machine).
     """
-    forced = os.environ.get("SCRIBA_WGRAD_LAYOUT", "").lower()
-    if forced in ("nchw", "nhwc"):
-        return forced == "nchw"
-    if forced:
-        logger.warning("SCRIBA_WGRAD_LAYOUT=%r ignored (expected nchw or nhwc)", forced)
-    return avx2_only_cpu()
+    global _wgrad_layout
+    if layout not in WEIGHT_GRADIENT_LAYOUTS:
+        raise ValueError(f"unknown weight-gradient layout {layout!r} (expected nhwc or nchw)")
+    before, _wgrad_layout = _wgrad_layout, layout
+    return before
 
 
 class _ConvBlockedWgrad(torch.autograd.Function):
@@ -150,7 +144,7 @@ class ActConv2D(nn.Module):
             and torch.is_grad_enabled()
             and co.weight.requires_grad
             and not torch.is_autocast_enabled("cpu")
-            and _wgrad_blocked()
+            and _wgrad_layout == "nchw"
         ):
             o = _ConvBlockedWgrad.apply(x, co.weight, co.bias, co.stride, co.padding, co.dilation)
         else:

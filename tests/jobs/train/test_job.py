@@ -190,10 +190,20 @@ def test_freq_fraction_validates_within_epoch(synth, tmp_path):
 
 
 def test_workers_and_threads(synth, tmp_path):
+    seen = []
+
+    class Spy(L.Callback):
+        def on_train_start(self, trainer, pl_module):
+            seen.append(torch.get_num_threads())
+
     r = train(
-        tiny_config(synth, tmp_path, epochs=1, augment=True), tiny_global(num_workers=1, num_threads=2), progress=False
+        tiny_config(synth, tmp_path, epochs=1, augment=True),
+        tiny_global(num_workers=1, num_threads=2),
+        callbacks=[Spy()],
+        progress=False,
     )
-    assert r.weights and torch.get_num_threads() == 2
+    # the run's thread count while it runs, the caller's (1, see conftest) once it returns
+    assert r.weights and seen == [2] and torch.get_num_threads() == 1
 
 
 # -- bad input --------------------------------------------------------------------------------------------------
@@ -330,9 +340,8 @@ def test_learns_to_read(synth, tmp_path):
     assert t.char_accuracy == pytest.approx(r.best_accuracy, abs=0.05)
 
 
-@pytest.mark.parametrize("cache_mb", ["0", "100"])
-def test_unreadable_training_line_is_left_out(synth, tmp_path, monkeypatch, caplog, cache_mb):
-    monkeypatch.setenv("SCRIBA_CACHE_MB", cache_mb)
+@pytest.mark.parametrize("cache_mb", [0, 100])
+def test_unreadable_training_line_is_left_out(synth, tmp_path, caplog, cache_mb):
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"\x89PNG broken")
     (tmp_path / "bad.gt.txt").write_text("bad", encoding="utf-8")
@@ -343,9 +352,10 @@ def test_unreadable_training_line_is_left_out(synth, tmp_path, monkeypatch, capl
             seen["cached"] = trainer.datamodule.train_set.cached
 
     data = {"train": [*synth["train"], str(bad)], "val": synth["val"]}
-    r = train(tiny_config(data, tmp_path / "out", epochs=1), tiny_global(), callbacks=[Spy()], progress=False)
+    g = tiny_global(cache_mb=cache_mb)
+    r = train(tiny_config(data, tmp_path / "out", epochs=1), g, callbacks=[Spy()], progress=False)
     assert r.weights
-    assert seen["cached"] is (cache_mb != "0")
+    assert seen["cached"] is (cache_mb != 0)
     assert any("bad.png" in m and "left out" in m for m in caplog.messages)
 
 
@@ -398,29 +408,7 @@ def test_one_summary_line_per_epoch_without_terminal(synth, tmp_path, capfd):
     assert "early stopping" in lines[0]
 
 
-def test_micro_batch_size_choice():
-    from scriba.jobs.train.job import _micro_batch
-
-    px = 200_000
-    assert _micro_batch(16, 120, [1350] * 10, px) == 1  # default-spec lines: one per pass
-    assert _micro_batch(16, 16, [200] * 10, px) == 16  # small lines keep their batch
-    assert _micro_batch(12, 120, [600] * 10, px) == 2  # largest divisor of 12 that fits
-    assert _micro_batch(1, 120, [1350], px) == 1
-
-
-@pytest.mark.parametrize("isa,lines", [("AVX2", 4), ("AVX512", 1), ("DEFAULT", 1)])
-def test_avx2_only_cpus_pass_more_lines_at_once(monkeypatch, isa, lines):
-    import torch
-
-    from scriba.jobs.train.job import _micro_batch
-
-    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: isa)
-    assert _micro_batch(16, 120, [1350] * 10) == lines
-
-
-def test_micro_batches_keep_optimizer_steps_and_gradients(synth, tmp_path, monkeypatch):
-    import scriba.jobs.train.job as J
-
+def test_micro_batches_keep_optimizer_steps_and_gradients(synth, tmp_path):
     steps: dict[str, list[int]] = {}
 
     class Spy(L.Callback):
@@ -433,18 +421,15 @@ def test_micro_batches_keep_optimizer_steps_and_gradients(synth, tmp_path, monke
                 g = torch.cat([p.grad.flatten() for p in pl_module.parameters() if p.grad is not None])
                 steps.setdefault(self.tag + "_grad", []).append(float(g.norm()))
 
-    monkeypatch.setenv("SCRIBA_MICROBATCH", "0")
     whole = train(
         tiny_config(synth, tmp_path / "a", epochs=1),
-        tiny_global(device="cpu"),
+        tiny_global(device="cpu", micro_batch=0),
         callbacks=[Spy("whole")],
         progress=False,
     )
-    monkeypatch.delenv("SCRIBA_MICROBATCH")
-    monkeypatch.setattr(J, "MICRO_PIXELS", 1)  # one line per pass
     micro = train(
         tiny_config(synth, tmp_path / "b", epochs=1),
-        tiny_global(device="cpu"),
+        tiny_global(device="cpu", micro_batch=1),  # one line per pass
         callbacks=[Spy("micro")],
         progress=False,
     )

@@ -163,16 +163,14 @@ def test_ctrl_c_from_the_terminal_with_worker_processes(synth, tmp_path):
     assert ck["epoch"] >= 1
 
 
-def test_interrupt_with_micro_batches_waits_for_the_optimizer_step(synth, tmp_path, monkeypatch):
-    import scriba.jobs.train.job as J
-
-    monkeypatch.setattr(J, "MICRO_PIXELS", 1)  # batches of 8 run as 8 passes of one line
-    ref = train(_cfg(synth, tmp_path / "ref"), tiny_global(device="cpu"), progress=False)
+def test_interrupt_with_micro_batches_waits_for_the_optimizer_step(synth, tmp_path):
+    g = tiny_global(device="cpu", micro_batch=1)  # batches of 8 run as 8 passes of one line
+    ref = train(_cfg(synth, tmp_path / "ref"), g, progress=False)
     out = tmp_path / "run"
-    r = train(_cfg(synth, out), tiny_global(device="cpu"), callbacks=[SignalAt(1, 3, signal.SIGINT)], progress=False)
+    r = train(_cfg(synth, out), g, callbacks=[SignalAt(1, 3, signal.SIGINT)], progress=False)
     assert r.stopped == "interrupted"
     ck = torch.load(out / ABORT_CHECKPOINT, map_location="cpu", weights_only=True)
     assert ck["global_step"] == 5  # 4 steps in epoch 0, then the window holding micro-batch 3 of epoch 1
-    resumed = train(TrainConfig(resume=str(out / ABORT_CHECKPOINT)), tiny_global(device="cpu"), progress=False)
+    resumed = train(TrainConfig(resume=str(out / ABORT_CHECKPOINT)), g, progress=False)
     assert _val(resumed.history) == _val(ref.history)
     assert _same_final_weights(out, ref.output_dir)

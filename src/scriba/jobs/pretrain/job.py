@@ -8,7 +8,8 @@ recognition model with a dummy 2-way output layer and codec ``{' ': [1]}`` that
 ``ketos train --load best_<loss>.safetensors --resize new`` fine-tunes on transcribed data.
 
 ``resume`` continues a run from its checkpoint with its own data split and options; only the machine
-settings of ``GlobalConfig`` (device, workers, threads, verbosity) come from the caller.
+settings of ``GlobalConfig`` (device, workers, threads, verbosity, cache budget, micro-batches,
+weight-gradient layout) come from the caller.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from scriba import machine
 from scriba.config import GlobalConfig, PretrainConfig
 from scriba.errors import UsageError
 from scriba.trainer import runtime
@@ -98,7 +100,27 @@ def pretrain(
     callbacks: Sequence[Any] = (),
     progress: bool | None = None,
 ) -> PretrainResult:
-    """Runs a complete pretraining job; see the module docstring. Raises :class:`~scriba.errors.ScribaError`."""
+    """Runs a complete pretraining job; see the module docstring. Raises :class:`~scriba.errors.ScribaError`.
+
+    The process's settings (threads, warning filters, log levels) are as before when it returns; see
+    :func:`scriba.machine.tuned`.
+    """
+    g = g or GlobalConfig()
+    ckpt: dict[str, Any] | None = None
+    if cfg.resume:
+        cfg, g, ckpt = runtime.restore_configs(cfg, g, key="pretrain_config", task="pretraining")
+    with machine.tuned(g) as m:
+        return _pretrain(cfg, g, ckpt, m, callbacks, progress)
+
+
+def _pretrain(
+    cfg: PretrainConfig,
+    g: GlobalConfig,
+    ckpt: dict[str, Any] | None,
+    m: machine.Tuning,
+    callbacks: Sequence[Any],
+    progress: bool | None,
+) -> PretrainResult:
     from scriba.data.dataset import LineDataset
     from scriba.data.transforms import LineTransform
     from scriba.jobs.pretrain.module import PretrainModule, RelativeEarlyStopping
@@ -107,14 +129,10 @@ def pretrain(
     from scriba.trainer.optim import LRSchedule
     from scriba.trainer.progress import ProgressReporter
 
-    # the run: configurations (a resumed run's own), output directory, machine, seeds
-    g = g or GlobalConfig()
-    ckpt: dict[str, Any] | None = None
-    if cfg.resume:
-        cfg, g, ckpt = runtime.restore_configs(cfg, g, key="pretrain_config", task="pretraining")
+    # the run: configurations (a resumed run's own), output directory, device, seeds
     cfg = check_config(cfg)
     out = runtime.prepare_output(cfg.checkpoint_path)
-    accelerator, devices = runtime.setup_machine(g)
+    accelerator, devices = runtime.parse_device(g.device)
     data_info = runtime.stored_data_info(ckpt)
     seed, sampler_seed = runtime.seed_run(g, data_info)
 
@@ -128,7 +146,7 @@ def pretrain(
         lines.train, lt, None, legacy_polygons=cfg.legacy_polygons, augment=cfg.augment, texts=lines.train_texts
     )
     val_ds = LineDataset(lines.val, lt, None, legacy_polygons=cfg.legacy_polygons, texts=lines.val_texts)
-    train_ds, val_ds = runtime.preload_if_small(train_ds, val_ds, g.num_workers)
+    train_ds, val_ds = runtime.preload_if_small(train_ds, val_ds, g.num_workers, m.cache_bytes)
     if ckpt is None:
         runtime.describe_lines(net, lines.seg_type, cfg.legacy_polygons, train_ds)
     runtime.record_data(data_info, sampler_seed, lines, train_ds, val_ds)
@@ -151,7 +169,7 @@ def pretrain(
         cfg.batch_size,
         num_workers=g.num_workers,
         seed=sampler_seed,
-        pin_memory=runtime.uses_gpu(accelerator),
+        pin_memory=machine.uses_gpu(accelerator),
     )
 
     # callbacks: checkpoints, learning-rate schedule (warmup in steps), resume bookkeeping, progress, stopping
@@ -190,6 +208,7 @@ def pretrain(
         min_epochs=cfg.min_epochs if cfg.quit != "fixed" else None,
         accumulate_grad_batches=cfg.accumulate_grad_batches,
     )
+    module.info["machine"] = m.report(ckpt, precision=str(trainer.precision))
     result = PretrainResult(
         output_dir=str(out),
         split_file=split_file,

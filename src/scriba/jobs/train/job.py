@@ -2,18 +2,19 @@
 
 From scratch (``spec``), fine-tuning (``load`` + ``resize``) or continuing (``resume``: everything, data
 and hyperparameters included, comes from the checkpoint; only the machine settings of ``GlobalConfig``
-(device, workers, threads, verbosity) are taken from the caller).
+(device, workers, threads, verbosity, cache budget, micro-batches, weight-gradient layout) are taken from
+the caller).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from scriba import machine
 from scriba.config import RESIZE_ALIASES, RESIZE_MODES, GlobalConfig, TrainConfig
 from scriba.errors import ScribaError, UsageError
 from scriba.trainer import runtime
@@ -22,10 +23,6 @@ from scriba.trainer.runtime import PARTITION_FILE as PARTITION_FILE
 logger = logging.getLogger(__name__)
 
 PLOT_FILE = "training_curves.png"
-MICRO_PIXELS = 200_000
-# AVX2-only CPUs (no AVX-512) convolve slower and gain more from batching the LSTMs: default spec, 48 froc
-# lines at -B 16, one line per pass 4.9-5.0 lines/s, four 5.3-5.5, eight 4.7-4.9, all sixteen 4.0-4.1
-MICRO_PIXELS_AVX2_FACTOR = 4
 
 
 @dataclass
@@ -132,31 +129,30 @@ def _missing_report(codec: Any, texts: Sequence[str]) -> tuple[int, str]:
     return lines, shown
 
 
-def _micro_pixels() -> int:
-    from scriba.vgsl.layers import avx2_only_cpu
-
-    return MICRO_PIXELS * (MICRO_PIXELS_AVX2_FACTOR if avx2_only_cpu() else 1)
-
-
-def _micro_batch(batch_size: int, height: int, widths: Sequence[int], pixels: int | None = None) -> int:
-    """Lines per forward pass on CPU: a batch of large lines runs faster as several smaller passes whose
-    activations stay in cache (default spec, -B 16: about 1.4x), with gradients accumulated to the same sum.
-
-    The largest divisor of the batch size whose lines hold about ``pixels`` input pixels (``MICRO_PIXELS``,
-    more on AVX2-only CPUs); small lines and small networks keep their whole batches. ``SCRIBA_MICROBATCH=0``
-    turns this off.
-    """
-    if batch_size <= 1 or not widths or os.environ.get("SCRIBA_MICROBATCH") == "0":
-        return batch_size
-    per_line = max(1, height) * (sum(widths) / len(widths))
-    fits = max(1, int((pixels or _micro_pixels()) // per_line))
-    return max(d for d in range(1, batch_size + 1) if batch_size % d == 0 and d <= fits)
-
-
 def train(
     cfg: TrainConfig, g: GlobalConfig | None = None, *, callbacks: Sequence[Any] = (), progress: bool | None = None
 ) -> TrainResult:
-    """Runs a complete training job; see the module docstring. Raises :class:`~scriba.errors.ScribaError`."""
+    """Runs a complete training job; see the module docstring. Raises :class:`~scriba.errors.ScribaError`.
+
+    The process's settings (threads, warning filters, log levels) are as before when it returns; see
+    :func:`scriba.machine.tuned`.
+    """
+    g = g or GlobalConfig()
+    ckpt: dict[str, Any] | None = None
+    if cfg.resume:
+        cfg, g, ckpt = runtime.restore_configs(cfg, g, key="train_config", task="training")
+    with machine.tuned(g) as m:
+        return _train(cfg, g, ckpt, m, callbacks, progress)
+
+
+def _train(
+    cfg: TrainConfig,
+    g: GlobalConfig,
+    ckpt: dict[str, Any] | None,
+    m: machine.Tuning,
+    callbacks: Sequence[Any],
+    progress: bool | None,
+) -> TrainResult:
     from scriba.data.dataset import LineDataset
     from scriba.data.transforms import LineTransform
     from scriba.jobs.train.module import RecognitionModule
@@ -166,14 +162,10 @@ def train(
     from scriba.trainer.optim import LRSchedule
     from scriba.trainer.progress import ProgressReporter
 
-    # the run: configurations (a resumed run's own), output directory, machine, seeds
-    g = g or GlobalConfig()
-    ckpt: dict[str, Any] | None = None
-    if cfg.resume:
-        cfg, g, ckpt = runtime.restore_configs(cfg, g, key="train_config", task="training")
+    # the run: configurations (a resumed run's own), output directory, device, seeds
     cfg = _check_config(cfg)
     out = runtime.prepare_output(cfg.checkpoint_path)
-    accelerator, devices = runtime.setup_machine(g)
+    accelerator, devices = runtime.parse_device(g.device)
     data_info = runtime.stored_data_info(ckpt)
     seed, sampler_seed = runtime.seed_run(g, data_info)
 
@@ -207,7 +199,7 @@ def train(
         texts=lines.train_texts,
     )
     val_ds = LineDataset(lines.val, lt, tt, codec=None, legacy_polygons=cfg.legacy_polygons, texts=lines.val_texts)
-    train_ds, val_ds = runtime.preload_if_small(train_ds, val_ds, g.num_workers)
+    train_ds, val_ds = runtime.preload_if_small(train_ds, val_ds, g.num_workers, m.cache_bytes)
     if ckpt is None:
         runtime.describe_lines(net, lines.seg_type, cfg.legacy_polygons, train_ds)
     runtime.record_data(data_info, sampler_seed, lines, train_ds, val_ds)
@@ -219,8 +211,9 @@ def train(
         normalization=cfg.normalization, normalize_whitespace=cfg.normalize_whitespace, bidi_reordering=False
     )
     module = RecognitionModule(net, cfg, info=info, pred_transform=pred_tt)
-    on_gpu = runtime.uses_gpu(accelerator)
-    micro = cfg.batch_size if on_gpu else _micro_batch(cfg.batch_size, net.input[2], train_ds.estimated_widths())
+    on_gpu = machine.uses_gpu(accelerator)
+    widths = train_ds.estimated_widths()
+    micro = cfg.batch_size if on_gpu else machine.micro_batch(g, cfg.batch_size, net.input[2], widths, m.features)
     if micro < cfg.batch_size:
         module.loss_scale = float(cfg.batch_size // micro)
         logger.info(
@@ -277,6 +270,7 @@ def train(
         min_epochs=cfg.min_epochs,
         accumulate_grad_batches=cfg.accumulate_grad_batches * (cfg.batch_size // micro),
     )
+    module.info["machine"] = m.report(ckpt, precision=str(trainer.precision), micro_batch=micro)
     result = TrainResult(output_dir=str(out), split_file=split_file, train_lines=len(train_ds), val_lines=len(val_ds))
     interrupted = runtime.fit(trainer, module, dm, cfg.resume)
     runtime.record_run(result, trainer, module, run_state, reporter)
