@@ -250,7 +250,7 @@ class Tuning:
 
         def remove() -> None:
             if added in warnings.filters:
-                warnings.filters.remove(added)
+                warnings.filters.remove(added)  # type: ignore[attr-defined]  # a list, typed as a Sequence
 
         self._undo.append(remove)
 

@@ -107,6 +107,8 @@ def test_checkpoints_follow_the_contract(pretrained: PretrainResult) -> None:
     assert entry["pretrain_config"]["mask_width"] == 2
     assert entry["global_config"]["seed"] == 1
     assert entry["data"]["split"]["mode"] == "partition"
+    assert entry["machine"]["precision"] == "32-true" and "micro_batch" not in entry["machine"]
+    assert entry["machine"]["threads"] == G.num_threads
     keys = set(ckpt["state_dict"])
     assert any(k.startswith("net.nn.C_0.") for k in keys)
     assert {"mask.mask_emb", "mask.project_q.weight", "mask.project_q.bias"} <= keys
