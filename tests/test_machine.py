@@ -177,6 +177,21 @@ def test_tuned_applies_the_settings_and_puts_the_process_back(monkeypatch):
         torch.use_deterministic_algorithms(deterministic)
 
 
+def test_weight_gradient_layout_from_the_config_reaches_the_convolutions(monkeypatch):
+    from scriba.vgsl import build_model
+
+    calls = []
+    real = layers._ConvBlockedWgrad.backward
+    monkeypatch.setattr(layers._ConvBlockedWgrad, "backward", lambda ctx, g: calls.append(1) or real(ctx, g))
+    m = build_model("[1,16,0,1 Cr3,3,8 Cr3,3,8 S1(1x0)1,3 O1c5]").train()
+    x, lens = torch.rand(2, 1, 16, 30), torch.tensor([30, 21])
+    for layout in ("nhwc", "nchw", "auto"):
+        with machine.tuned(GlobalConfig(weight_gradient_layout=layout)):
+            m(x, lens)[0].sum().backward()
+    # the second convolution (8 input channels) takes the blocked path when nchw is chosen, or on an AVX2 CPU
+    assert len(calls) == 1 + machine.cpu_features().avx2_only
+
+
 def test_tuned_puts_the_process_back_when_the_job_fails():
     torch.set_num_threads(2)
     try:
@@ -242,11 +257,17 @@ def test_training_records_the_machine_and_a_resume_names_what_changed(lines, tmp
 
     torch.set_num_threads(2)
     caplog.set_level(logging.INFO, logger="scriba")
+    quieted = logging.getLogger("lightning.fabric.utilities.seed")
+    quieted.setLevel(logging.DEBUG)
     try:
         r = train(tiny_config(lines, tmp_path, epochs=1), tiny_global(num_threads=1, micro_batch=2), progress=False)
-        assert torch.get_num_threads() == 2  # the caller's count again
+        # the caller's thread count, log level and warning filters again
+        assert torch.get_num_threads() == 2
+        assert quieted.level == logging.DEBUG
+        assert not [f for f in warnings.filters if f[1] is not None and "many workers" in f[1].pattern]
     finally:
         torch.set_num_threads(1)
+        quieted.setLevel(logging.NOTSET)
     rec = read_checkpoint_dict(tmp_path / "checkpoint_last.ckpt")["scriba"]["machine"]
     assert rec["threads"] == 1 and rec["micro_batch"] == 2 and rec["cache_mb"] == 2048
     assert rec["weight_gradient_layout"] == machine.weight_gradient_layout(GlobalConfig())
