@@ -101,7 +101,9 @@ def run_measured(name: str, cmd: list, cwd: Path, timeout: float, logs: Path, en
     """Run `cmd`, polling memory of its process tree and (optionally) new files in `watch`."""
     logs.mkdir(parents=True, exist_ok=True)
     log = logs / f"{name}.log"
-    rec = Measured(name=name, cmd=" ".join(map(str, cmd)), cwd=str(cwd), log=str(log.relative_to(ROOT)))
+    # relative to the repository (RESULTS.md shows it), unless the logs lie elsewhere
+    shown = log.relative_to(ROOT) if log.resolve().is_relative_to(ROOT) else log
+    rec = Measured(name=name, cmd=" ".join(map(str, cmd)), cwd=str(cwd), log=str(shown))
     seen = rec.files_seen
     peak_rss = peak_pss = 0
     status = None
