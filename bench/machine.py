@@ -32,6 +32,12 @@ def machine_info() -> dict:
             "ncpu": os.cpu_count(), "loadavg": [round(x, 2) for x in os.getloadavg()], "mem_total": mem}
 
 
+def recorded_flags(records: list[dict]) -> str:
+    """The CPU flags of the run that made ``records`` (this machine's when none is recorded)."""
+    rec = next((r for r in records if r.get("name") == "machine_before"), None)
+    return rec.get("cpu_flags", "") if rec else machine_info()["cpu_flags"]
+
+
 def native_bf16(flags: str | None = None) -> bool:
     """Whether the CPU computes bf16 natively (AVX-512 BF16 or AMX), from /proc/cpuinfo's flags by default."""
     if flags is None:

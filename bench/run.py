@@ -15,7 +15,7 @@ kept in bench/work/<profile>/results.json, logs in bench/work/<profile>/logs/. T
 each section has a budget (SHORT_SECTION_BUDGET) and the whole run --budget seconds (2100); a command gets at
 most the time left and one that would start after the box is recorded as not run.
 
-Sections (--only): peak, flops, compile, train, defaults (throughput + time to accuracy at each tool's own
+Sections (--only): peak, compile, train, defaults (throughput + time to accuracy at each tool's own
 defaults), accuracy (val/test CER at equal epochs, and kraken testing scriba's weights), eval, crosscer
 (issue 3: scriba model trained from ALTO pages, tested by kraken extracting the lines), interop (kraken
 trains on a scriba-compiled .arrow).
@@ -81,7 +81,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--acc-epochs", type=int, default=None, help="epochs for the equal-epochs accuracy runs (10)")
     ap.add_argument("--acc-batch", type=int, default=None, help="batch size for the accuracy runs (full 1, short 4)")
     ap.add_argument("--acc-lr", default=None, help="learning rate for the accuracy runs (short 1e-3)")
-    ap.add_argument("--acc-spec", default=None, help="spec for the accuracy runs trained from scratch (default spec; a small one: SMALL_SPEC in run.py)")
+    ap.add_argument("--acc-spec", default=None, help="spec for the accuracy runs trained from scratch (default spec; a small one: SMALL_SPEC in bench/settings.py)")
     ap.add_argument("--acc-load", default=None,
                     help="weights both tools fine-tune in the accuracy runs (short: froc_mss/model_froc.mlmodel; "
                          "'' = train from scratch)")

@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 from bench.figures import select
-from bench.harness import CKPT_RE, run_measured
-from bench.machine import machine_info
+from bench.harness import CKPT_RE, Measured, run_measured
+from bench.machine import recorded_flags
 from bench.settings import BENCH, DATA, KVENV, ROOT, TOOLS, WORK, settings
 
 
@@ -54,9 +54,7 @@ class Bench:
         return TOOLS if r % 2 == 0 else TOOLS[::-1]
 
     def machine_flags(self) -> str:
-        """The CPU flags of the run that made these results (this machine's when none is recorded)."""
-        rec = next((r for r in self.results if r.get("name") == "machine_before"), None)
-        return rec.get("cpu_flags", "") if rec else machine_info()["cpu_flags"]
+        return recorded_flags(self.results)
 
     def have(self, tool: str) -> bool:
         return self.ketos[tool].exists()
@@ -83,9 +81,8 @@ class Bench:
         if rem is not None:
             if rem < 20:
                 self.not_run.append(name)
-                return {"name": name, "cmd": " ".join(map(str, cmd)), "cwd": str(cwd or self.wdir), "log": "",
-                        "rc": None, "ok": False, "status": "not run (time budget spent)", "wall_s": 0.0,
-                        "peak_rss_gib": None, "peak_pss_gib": None, "files_seen": {}, "tail": "", "not_run": True}
+                return {**Measured(name, " ".join(map(str, cmd)), str(cwd or self.wdir), log="",
+                                   status="not run (time budget spent)").as_record(), "not_run": True}
             to = min(to, rem)
         load = os.getloadavg()[0]
         rec = run_measured(name, cmd, cwd or self.wdir, to, self.logs, env=self.env(), **kw).as_record()

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.figures import select
-from bench.machine import machine_info
+from bench.machine import recorded_flags
 from bench.settings import DATA, ROOT, Settings
 
 
@@ -30,9 +30,7 @@ class Results:
         return next((r for r in self.records if r.get("section") == "meta" and r.get("name") == name), {})
 
     def machine_flags(self) -> str:
-        """The CPU flags of the run that made these results (this machine's when none is recorded)."""
-        rec = next((r for r in self.records if r.get("name") == "machine_before"), None)
-        return rec.get("cpu_flags", "") if rec else machine_info()["cpu_flags"]
+        return recorded_flags(self.records)
 
     @classmethod
     def recorded(cls, records: list[dict], fallback: Settings, tag: str) -> Results:
