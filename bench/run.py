@@ -51,6 +51,19 @@ from bench.session import Bench  # noqa: E402
 from bench.settings import BENCH, DATA, TOOLS, WORK, Settings  # noqa: E402
 
 
+def load_records(path: Path) -> list[dict]:
+    """The records of an earlier run; a missing or broken file ends the program with a one-line message."""
+    try:
+        records = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        sys.exit(f"{path}: no results to report (run the benchmark with this --profile first)")
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        sys.exit(f"{path}: cannot read the results: {e}")
+    if not (isinstance(records, list) and all(isinstance(r, dict) and "name" in r for r in records)):
+        sys.exit(f"{path}: not a list of benchmark records")
+    return records
+
+
 def report(b: Bench, out: Path) -> None:
     """RESULTS.md from the run's records, described by the settings their latest run recorded."""
     write_results(Results.recorded(b.results, b.s, b.tag), out)
@@ -141,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(a.out) if a.out else (BENCH / "RESULTS.md" if a.profile != "quick" else WORK / "RESULTS-quick.md")
     if a.report_only:
         b = Bench(a)
-        b.results = json.loads((b.wdir / "results.json").read_text())
+        b.results = load_records(b.wdir / "results.json")
         report(b, out)
         return
 
@@ -158,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
     only = a.only or ",".join(x for x in SECTIONS if x != ("accuracy" if a.profile == "full" else "scratch"))
     todo = [x for x in only.split(",") if x and x not in skip]
     if a.keep and (b.wdir / "results.json").exists():
-        b.results = kept_records(json.loads((b.wdir / "results.json").read_text()), todo, b.s)
+        b.results = kept_records(load_records(b.wdir / "results.json"), todo, b.s)
     else:
         b.results = []
     b.record({"name": "machine_before", "section": "meta", "ok": True, **machine_info(),

@@ -184,3 +184,19 @@ def test_records_without_settings_use_the_command_lines(profile):
     text = render(_results(recs, "--profile", profile))
     assert ("**Quick mode:**" in text) == (profile == "quick")
     assert "**Short profile**" not in text
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "no results to report"),
+    ('[{"name": "x"', "cannot read the results"),
+    ('{"name": "x"}', "not a list of benchmark records"),
+])
+def test_unreadable_results_end_with_one_line(tmp_path, content, message):
+    from bench.run import load_records
+
+    path = tmp_path / "results.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(SystemExit) as exc:
+        load_records(path)
+    assert str(exc.value).startswith(f"{path}: {message}") and "\n" not in str(exc.value)
