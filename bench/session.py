@@ -15,6 +15,7 @@ from pathlib import Path
 from bench.figures import select
 from bench.harness import CKPT_RE, Measured, run_measured
 from bench.machine import recorded_flags
+from bench.records import Record
 from bench.settings import BENCH, DATA, KVENV, ROOT, TOOLS, WORK, settings
 
 
@@ -22,7 +23,7 @@ class Bench:
     def __init__(self, a: argparse.Namespace) -> None:
         self.a = a
         self.s = settings(a)
-        self.results: list[dict] = []
+        self.results: list[Record] = []
         self.ketos = {"kraken": KVENV / "bin" / "ketos",
                       "scriba": Path(os.environ.get("SCRIBA_KETOS", ROOT / ".venv" / "bin" / "ketos"))}
         self.py = {"kraken": KVENV / "bin" / "python",
