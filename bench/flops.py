@@ -1,98 +1,47 @@
-"""Count the FLOPs of a VGSL recognition network per text line (stdlib only).
+"""The FLOPs of a VGSL recognition network per text line, counted on scriba's own network.
 
-Counts multiply-adds as 2 FLOPs for convolutions, LSTMs/GRUs and linear layers, which dominate; pooling,
+Multiply-adds count 2 FLOPs in convolutions, LSTMs/GRUs and linear layers, which dominate; pooling,
 normalisation, dropout, activations and the CTC loss are ignored (a few % at most). A training step is
-counted as 3x the forward pass (backward = 2x forward: gradients w.r.t. activations and weights).
+counted as 3x the forward pass (backward = 2x forward: gradients w.r.t. activations and weights). The count
+comes from ``RecognitionModel.flops`` (the built layers' shapes), so this needs scriba's venv; the harness
+itself imports only the standard-library parts (``DEFAULT_SPEC``, ``image_size``).
 
-    python bench/flops.py "[1,120,0,1 Cr3,13,32 ...]" --width 1200 --classes 100
+    .venv/bin/python bench/flops.py "[1,120,0,1 Cr3,13,32 ...]" --width 1200 --classes 100
+    .venv/bin/python bench/flops.py SPEC --manifest lines.lst   # JSON: one epoch's training FLOPs
 """
 from __future__ import annotations
 
 import argparse
-import math
-import re
+import json
 import struct
 from pathlib import Path
 
 DEFAULT_SPEC = ("[1,120,0,1 Cr3,13,32 Do0.1,2 Mp2,2 Cr3,13,32 Do0.1,2 Mp2,2 Cr3,9,64 Do0.1,2 Mp2,2 "
                 "Cr3,9,64 Do0.1,2 S1(1x0)1,3 Lbx200 Do0.1,2 Lbx200 Do0.1,2 Lbx200 Do]")
 
-_NAME = r"(?:\{[^}]*\})?"
-_CONV = re.compile(r"^C(T)?(?:s|t|r|lr|l|m)" + _NAME + r"(\d+),(\d+),(\d+)(?:,(\d+),(\d+))?(?:,(\d+),(\d+))?$")
-_RNN = re.compile(r"^(L|G)(f|r|b)(x|y)(s)?(c|o)?" + _NAME + r"(\d+)$")
-_POOL = re.compile(r"^Mp" + _NAME + r"(\d+),(\d+)(?:,(\d+),(\d+))?$")
-_RESHAPE = re.compile(r"^S" + _NAME + r"(\d+)\((\d+)x(\d+)\)(\d+),(\d+)$")
-_OUT = re.compile(r"^O" + _NAME + r"(\d)(l|s|c)(a)?(\d+)$")
 
+def _network(spec: str, n_classes: int | None):
+    from scriba.vgsl import build_model
 
-def split_spec(spec: str) -> tuple[tuple[int, int, int, int], list[str]]:
-    s = spec.strip()
-    if s.startswith("["):
-        s = s[1:]
-    if s.endswith("]"):
-        s = s[:-1]
-    blocks = s.split()
-    b, h, w, c = (int(x) for x in blocks[0].split(","))
-    return (b, h, w, c), blocks[1:]
+    # kraken's initialisation (seconds of QR decompositions) does not change a shape
+    net = build_model(spec, init=False)
+    if n_classes and net.blocks[-1].kind != "output":
+        net.append_output(n_classes)  # what `ketos train` does to a spec without an output layer
+    return net
 
 
 def forward_flops(spec: str, width: int, n_classes: int | None = None) -> dict:
     """FLOPs of one forward pass for one line of input width `width` (after scaling and padding).
 
     If the spec has no output layer, a CTC output layer `O1c<n_classes>` is appended as `ketos train` does.
-    Returns {"total": ..., "layers": [(block, flops, out_shape)]}.
+    Returns {"total": ..., "layers": [(layer name, flops, (C, H, W) out)]}.
     """
-    (_, h, _, c), blocks = split_spec(spec)
-    if n_classes and not any(b.startswith("O") for b in blocks[-1:]):
-        blocks = blocks + [f"O1c{n_classes}"]
-    C, H, W = c, h, width
-    total = 0
-    layers = []
-    for blk in blocks:
-        f = 0
-        if m := _CONV.match(blk):
-            kh, kw, out = int(m[2]), int(m[3]), int(m[4])
-            sy, sx = int(m[5] or 1), int(m[6] or 1)
-            dy, dx = int(m[7] or 1), int(m[8] or 1)
-            ph, pw = dy * (kh - 1) // 2, dx * (kw - 1) // 2
-            H2 = (H + 2 * ph - dy * (kh - 1) - 1) // sy + 1
-            W2 = (W + 2 * pw - dx * (kw - 1) - 1) // sx + 1
-            f = 2 * kh * kw * C * out * H2 * W2
-            C, H, W = out, H2, W2
-        elif m := _POOL.match(blk):
-            ky, kx = int(m[1]), int(m[2])
-            sy, sx = int(m[3] or ky), int(m[4] or kx)
-            H, W = (H - ky) // sy + 1, (W - kx) // sx + 1
-        elif m := _RESHAPE.match(blk):
-            # only the common "fold height into channels" S1(1x0)1,3 (and its variants) is modelled
-            C, H = C * H, 1
-        elif m := _RNN.match(blk):
-            cell, direction, axis, summarize, n = m[1], m[2], m[3], m[4], int(m[6])
-            dirs = 2 if direction == "b" else 1
-            gates = 4 if cell == "L" else 3
-            if axis == "x":
-                steps, seqs = W, H
-            else:
-                steps, seqs = H, W
-            d = C
-            f = dirs * seqs * steps * 2 * gates * n * (d + n)
-            C = dirs * n
-            if summarize:
-                if axis == "x":
-                    W = 1
-                else:
-                    H = 1
-        elif m := _OUT.match(blk):
-            n = int(m[4])
-            f = 2 * C * n * H * W
-            C = n
-        elif blk.startswith(("Do", "Gn", "I", "A")):
-            pass
-        else:
-            raise ValueError(f"FLOP counter: unsupported VGSL block {blk!r}")
-        total += f
-        layers.append((blk, f, (C, H, W)))
-    return {"total": total, "layers": layers}
+    layers = _network(spec, n_classes).flops(width)
+    return {"total": sum(f for _, f, _ in layers), "layers": layers}
+
+
+def spec_height(spec: str) -> int:
+    return int(spec.strip().lstrip("[").split()[0].split(",")[1])
 
 
 def scaled_width(w: int, h: int, spec_height: int, pad: int = 16) -> int:
@@ -131,15 +80,30 @@ def image_size(path: Path) -> tuple[int, int]:
 
 def train_flops_for_sizes(spec: str, sizes: list[tuple[int, int]], n_classes: int, pad: int = 16) -> float:
     """Training FLOPs (3x forward) for one pass over lines of the given (width, height)."""
-    (_, h, _, _), _ = split_spec(spec)
+    h = spec_height(spec)
+    net = _network(spec, n_classes)
     cache: dict[int, int] = {}
     total = 0
     for w, hh in sizes:
         sw = scaled_width(w, hh, h, pad)
         if sw not in cache:
-            cache[sw] = forward_flops(spec, sw, n_classes)["total"]
+            cache[sw] = sum(f for _, f, _ in net.flops(sw))
         total += cache[sw]
     return 3.0 * total
+
+
+def manifest_train_flops(spec: str, manifest: Path) -> tuple[float, int]:
+    """Training FLOPs of one epoch over a path-format manifest (line sizes from the image headers; the classes
+    are the characters of the lines' .gt.txt files plus the blank)."""
+    paths = manifest.read_text().split()
+    alphabet: set[str] = set()
+    for p in paths:
+        try:
+            alphabet |= set(Path(p.split(".")[0] + ".gt.txt").read_text(encoding="utf-8").strip())
+        except OSError:
+            pass
+    sizes = [image_size(Path(p)) for p in paths]
+    return train_flops_for_sizes(spec, sizes, len(alphabet) + 1), len(sizes)
 
 
 def main() -> None:
@@ -147,13 +111,18 @@ def main() -> None:
     ap.add_argument("spec", nargs="?", default=DEFAULT_SPEC)
     ap.add_argument("--width", type=int, default=1000, help="input width after scaling and padding")
     ap.add_argument("--classes", type=int, default=100, help="output classes incl. blank if no O layer")
+    ap.add_argument("--manifest", type=Path, default=None,
+                    help="print the training FLOPs of one epoch over these line images as JSON")
     a = ap.parse_args()
+    if a.manifest is not None:
+        fl, n = manifest_train_flops(a.spec, a.manifest)
+        print(json.dumps({"train_flops": fl, "lines": n}))
+        return
     r = forward_flops(a.spec, a.width, a.classes)
-    for blk, f, shape in r["layers"]:
-        print(f"{blk:28s} {f / 1e6:12.1f} MFLOP  -> C,H,W={shape}")
+    for name, f, shape in r["layers"]:
+        print(f"{name:28s} {f / 1e6:12.1f} MFLOP  -> C,H,W={shape}")
     print(f"forward {r['total'] / 1e9:.3f} GFLOP, training step {3 * r['total'] / 1e9:.3f} GFLOP per line "
           f"(width {a.width})")
-    _ = math
 
 
 if __name__ == "__main__":

@@ -3,23 +3,25 @@ made at kraken's own defaults on the same data and covers the budget (or reached
 
 from __future__ import annotations
 
-import importlib.util
+import functools
 import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-_RUN = Path(__file__).resolve().parents[1] / "bench" / "run.py"
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_run", _RUN)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["bench_run"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    from bench import figures, settings
+    from bench.sections import accuracy
+
+    return SimpleNamespace(SPEC=settings.SPEC, accuracy_run_at_defaults=accuracy.accuracy_run_at_defaults,
+                           select=figures.select)
 
 
 def _acc(bench, **kw):
@@ -32,8 +34,8 @@ def _acc(bench, **kw):
 
 
 def _find(bench, recs, budget=6000.0, n_val=346):
-    b = SimpleNamespace(results=recs)
-    return bench._accuracy_run_at_defaults(b, "kraken", 2950, n_val, budget, 0.85)
+    b = SimpleNamespace(by=functools.partial(bench.select, recs))
+    return bench.accuracy_run_at_defaults(b, "kraken", 2950, n_val, budget, 0.85)
 
 
 def test_run_at_defaults_covering_the_budget_is_reused(bench):

@@ -125,6 +125,49 @@ def init_weights(module: tnn.Module) -> None:
                 tnn.init.uniform_(m.bias, -0.1, 0.1)
 
 
+def _count_flops(m: tnn.Module, shape: tuple[int, int, int], out: list, name: str = "") -> tuple[int, int, int]:
+    """Appends ``(name, FLOPs, output shape)`` for ``m`` (each leaf of a series or parallel block) to ``out``."""
+    c, h, w = shape
+    if isinstance(m, L.Series):
+        for child_name, child in m.named_children():
+            shape = _count_flops(child, shape, out, child_name)
+        return shape
+    if isinstance(m, L.Parallel):
+        shapes = [_count_flops(child, shape, out, child_name) for child_name, child in m.named_children()]
+        return sum(s[0] for s in shapes), shapes[0][1], shapes[0][2]
+    flops = 0
+    if isinstance(m, L.ActConv2D):
+        c2, h2 = m.out_shape(c, h)
+        w2 = int(m.out_len(w, 1))
+        kh, kw = m.kernel_size
+        # a transposed convolution applies its kernel once per input position, a convolution once per output
+        flops = 2 * kh * kw * c * c2 * (h * w if m.transposed else h2 * w2)
+        c, h, w = c2, h2, w2
+    elif isinstance(m, L.MaxPool):
+        c, h = m.out_shape(c, h)
+        w = (w - m.kernel_size[1]) // m.stride[1] + 1
+    elif isinstance(m, L.Reshape):
+        _, c, h, w = m._reshape(torch.empty(1, c, h, w, device="meta")).shape
+    elif isinstance(m, L.TransposedSummarizingRNN):
+        steps, seqs = (h, w) if m.transpose else (w, h)
+        gates = 3 if m.cell == "G" else 4
+        flops = (2 if m.bidi else 1) * seqs * steps * 2 * gates * m.hidden_size * (c + m.hidden_size)
+        c, h = m.out_shape(c, h)
+        if m.summarize and not m.transpose:
+            w = 1
+    elif isinstance(m, L.LinSoftmax):
+        flops = 2 * m.lin.in_features * m.output_size * h * w
+        c = m.output_size
+    elif isinstance(m, L.Addition):
+        c, h = m.out_shape(c, h)
+        if m.dim == 3:
+            w = m.chunk
+    else:  # dropout, group norm, identity: the shape stays
+        c, h = m.out_shape(c, h)  # type: ignore[operator]
+    out.append((name, flops, (c, h, w)))
+    return c, h, w
+
+
 class RecognitionModel(tnn.Module):
     """A VGSL network: ``forward(x, seq_lens) -> (logits (N, C, 1, W'), lens)`` plus codec and metadata.
 
@@ -170,6 +213,20 @@ class RecognitionModel(tnn.Module):
     @property
     def legacy_polygons(self) -> bool:
         return bool(self.metadata.get("legacy_polygons", False))
+
+    def flops(self, input_width: int) -> list[tuple[str, int, tuple[int, int, int]]]:
+        """``(layer name, FLOPs, output (C, H, W))`` of each layer's forward pass over one line ``input_width``
+        wide (after scaling and padding), from the layers' own shapes.
+
+        Multiply-adds count 2 FLOPs in convolutions, recurrent and linear layers; pooling, normalisation, dropout
+        and activations count 0 (a few per cent of the work at most).
+        """
+        _, c, h, _ = self.input
+        if h <= 0:
+            raise SpecError(f"the FLOPs of {self.spec} depend on the line height, which the spec leaves free")
+        out: list[tuple[str, int, tuple[int, int, int]]] = []
+        _count_flops(self.nn, (c, h, input_width), out)
+        return out
 
     def forward(self, x: torch.Tensor, seq_lens: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         if seq_lens is None:
