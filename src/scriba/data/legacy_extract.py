@@ -197,34 +197,48 @@ def _warped(patch: np.ndarray, polygon: np.ndarray, baseline: np.ndarray, origin
 
 
 def _delaunay(points: np.ndarray) -> np.ndarray:
-    """Bowyer-Watson triangulation; (T, 3) vertex indices into ``points``."""
+    """Delaunay triangulation (Bowyer-Watson); (T, 3) vertex indices into ``points``, counter-clockwise.
+
+    The outside is covered by "ghost" triangles (hull edge + a vertex at infinity) instead of a finite
+    super-triangle: a super-triangle's vertex falls inside the huge circumcircles of the thin triangles
+    along a long, nearly straight polygon side, and those triangles would be missing from the hull.
+    """
     n = len(points)
-    lo, hi = points.min(axis=0), points.max(axis=0)
-    span = max(float((hi - lo).max()), 1.0) * 20
-    mid = (lo + hi) / 2
-    pts = np.concatenate([points, [mid + (-span, -span), mid + (span, -span), mid + (0, span)]])
-    tris = np.array([[n, n + 1, n + 2]])
-    for i in range(n):
+    ghost = n
+    orient = _orientation
+    third = next((k for k in range(2, n) if orient(points[0], points[1], points[k]) != 0), None)
+    if third is None:
+        return np.zeros((0, 3), dtype=np.int64)
+    a, b, c = (0, 1, third) if orient(points[0], points[1], points[third]) > 0 else (1, 0, third)
+    # Ghost (u, v, ghost): the hull edge u -> v, the outside on its left.
+    tris = np.array([[a, b, c], [b, a, ghost], [c, b, ghost], [a, c, ghost]], dtype=np.int64)
+    pts = np.concatenate([points, [[0.0, 0.0]]])
+    for i in [k for k in range(2, n) if k != third]:
         p = pts[i]
-        a, b, c = pts[tris[:, 0]], pts[tris[:, 1]], pts[tris[:, 2]]
-        ad, bd, cd = a - p, b - p, c - p
-        det = (
-            (ad[:, 0] ** 2 + ad[:, 1] ** 2) * (bd[:, 0] * cd[:, 1] - cd[:, 0] * bd[:, 1])
-            - (bd[:, 0] ** 2 + bd[:, 1] ** 2) * (ad[:, 0] * cd[:, 1] - cd[:, 0] * ad[:, 1])
-            + (cd[:, 0] ** 2 + cd[:, 1] ** 2) * (ad[:, 0] * bd[:, 1] - bd[:, 0] * ad[:, 1])
+        real = tris[:, 2] != ghost
+        u, v, w = pts[tris[:, 0]], pts[tris[:, 1]], pts[tris[:, 2]]
+        ud, vd, wd = u - p, v - p, w - p
+        incircle = (
+            (ud[:, 0] ** 2 + ud[:, 1] ** 2) * (vd[:, 0] * wd[:, 1] - wd[:, 0] * vd[:, 1])
+            - (vd[:, 0] ** 2 + vd[:, 1] ** 2) * (ud[:, 0] * wd[:, 1] - wd[:, 0] * ud[:, 1])
+            + (wd[:, 0] ** 2 + wd[:, 1] ** 2) * (ud[:, 0] * vd[:, 1] - vd[:, 0] * ud[:, 1])
         )
-        orient = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
-        # The incircle determinant's sign depends on the triangle's orientation.
-        bad = det * np.sign(orient) > 0
-        edges: dict[tuple[int, int], int] = {}
-        for tri in tris[bad]:
-            for e in ((tri[0], tri[1]), (tri[1], tri[2]), (tri[2], tri[0])):
-                key = (min(e), max(e))
-                edges[key] = edges.get(key, 0) + 1
-        boundary = [e for e, count in edges.items() if count == 1]
-        new = np.array([[e[0], e[1], i] for e in boundary], dtype=np.int64).reshape(-1, 3)
-        tris = np.concatenate([tris[~bad], new])
-    return tris[(tris < n).all(axis=1)]
+        side = (v[:, 0] - u[:, 0]) * (p[1] - u[:, 1]) - (v[:, 1] - u[:, 1]) * (p[0] - u[:, 0])
+        # On a hull edge's line, only a point between its ends is inside the ghost's "circle".
+        between = (side == 0) & (((p - u) * (p - v)).sum(axis=1) < 0)
+        bad = np.where(real, incircle > 0, (side > 0) | between)
+        directed = {(int(e0), int(e1)) for t in tris[bad] for e0, e1 in ((t[0], t[1]), (t[1], t[2]), (t[2], t[0]))}
+        boundary = [e for e in directed if (e[1], e[0]) not in directed]
+        new = []
+        for x, y in boundary:
+            # (x, y, i) counter-clockwise; a ghost keeps its vertex at infinity last, in the same cyclic order.
+            new.append((i, x, y) if y == ghost else (y, i, x) if x == ghost else (x, y, i))
+        tris = np.concatenate([tris[~bad], np.array(new, dtype=np.int64).reshape(-1, 3)])
+    return tris[(tris != ghost).all(axis=1)]
+
+
+def _orientation(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> float:
+    return float((b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0]))
 
 
 def _sample(image: np.ndarray, sx: np.ndarray, sy: np.ndarray, nearest: bool) -> np.ndarray:
