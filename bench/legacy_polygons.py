@@ -13,8 +13,9 @@ when the distance to kraken's legacy image is strictly smaller than to the new o
     python bench/legacy_polygons.py                              # CREMMA val split, prints the figures
     python bench/legacy_polygons.py --fixture tests/fixtures/kraken_legacy_lines.json
 
-``--fixture`` also writes, for the first 5 lines with a multi-point baseline and the first 2 with a straight
-one on the first page, kraken's legacy image size and mean pixel value (for tests/data/test_legacy_extract.py).
+``--fixture`` also writes kraken's legacy image size and mean pixel value for the first 5 lines with a
+multi-point baseline and the first 2 straight ones on an RGB and on a bitonal page (for
+tests/data/test_legacy_extract.py). ``--reuse --work DIR`` compares again without re-running kraken.
 """
 
 from __future__ import annotations
@@ -117,8 +118,10 @@ def main() -> int:
     index = json.loads((work / "index.json").read_text())
 
     records = {}
+    records_image = {}
     for page in pages:
         image, lines = parse_page(page)
+        records_image[page] = image
         for rec in lines:
             records[(page, rec.id)] = rec
     pages_cache: dict[str, Image.Image] = {}
@@ -177,18 +180,25 @@ def main() -> int:
     print(f"time: kraken (both extractors) {t_kraken:.1f} s, scriba legacy {t_scriba:.1f} s")
 
     if a.fixture:
-        first = [e for e in index if e["page"] == pages[0] and e["legacy"]]
-        chosen = [e for e in first if len(e["baseline"]) > 2][:5] + [e for e in first if len(e["baseline"]) == 2][:2]
+        modes = {page: Image.open(records_image[page]).mode for page in pages}
+        usable = [e for e in index if e["legacy"]]
+        chosen = (
+            [e for e in usable if len(e["baseline"]) > 2][:5]
+            + [e for e in usable if len(e["baseline"]) == 2 and modes[e["page"]] == "RGB"][:2]
+            + [e for e in usable if len(e["baseline"]) == 2 and modes[e["page"]] == "1"][:2]
+        )
         fixture = {
-            "about": "kraken 7.1.1 extract_polygons(legacy=True) on CREMMA val lines, written by bench/legacy_polygons.py",
-            "page": str(Path(pages[0]).relative_to(CREMMA)),
+            "about": "kraken 7.1.1 extract_polygons(legacy=True) on CREMMA val lines (bench/legacy_polygons.py): "
+                     "size (width, height) and mean pixel value of each line image; page mode of its image",
             "lines": [
-                {"id": e["id"], "baseline_points": len(e["baseline"]), "size": list(Image.open(work / e["legacy"]).size),
+                {"page": str(Path(e["page"]).relative_to(CREMMA)), "id": e["id"], "page_mode": modes[e["page"]],
+                 "baseline_points": len(e["baseline"]), "size": list(Image.open(work / e["legacy"]).size),
                  "mean": round(e["legacy_mean"], 4)}
                 for e in chosen
             ],
         }
-        Path(a.fixture).write_text(json.dumps(fixture, indent=1) + "\n")
+        lines = ",\n".join("  " + json.dumps(line) for line in fixture["lines"])
+        Path(a.fixture).write_text(f'{{"about": {json.dumps(fixture["about"])},\n "lines": [\n{lines}\n ]\n}}\n')
         print(f"wrote {a.fixture}")
     return 0
 
