@@ -169,6 +169,11 @@ def main() -> int:
         same = [r for r in ok if sel(r)]
         print(f"  {kind}: {sum(r['closer'] for r in part)} of {len(part)}; "
               f"bit-identical {sum(r['identical'] for r in same)} of {len(same)}")
+    for page in dict.fromkeys(r["page"] for r in ok):
+        part = [r for r in differ if r["page"] == page]
+        print(f"  {page}: {sum(r['closer'] for r in part)} of {len(part)} differing lines closer, "
+              f"{sum(r['identical'] for r in ok if r['page'] == page)} of "
+              f"{sum(1 for r in ok if r['page'] == page)} lines bit-identical")
     print(f"bit-identical to kraken's legacy image: {sum(r['identical'] for r in ok)} of {len(ok)} lines; "
           f"same size: {sum(r['same_size'] for r in ok)}")
     d = np.array([r["d_legacy"] for r in ok])
