@@ -31,7 +31,10 @@ _SIMPLIFY_TOLERANCE = 2.0
 
 
 def legacy_line(page: Image.Image, polygon: np.ndarray, baseline: np.ndarray, nearest: bool) -> Image.Image:
-    """The uncropped legacy line image; ``page`` is 'L' or 'RGB' (``nearest`` for a bitonal page's)."""
+    """The uncropped legacy line image of a page in mode 'L' or 'RGB'.
+
+    ``nearest``: the page was bitonal, so curved lines are sampled with nearest neighbour, as kraken does.
+    """
     # Integer truncation of the extremes, as kraken does (coordinates are validated non-negative).
     x0, y0 = int(polygon[:, 0].min()), int(polygon[:, 1].min())
     x1, y1 = int(polygon[:, 0].max()), int(polygon[:, 1].max())
