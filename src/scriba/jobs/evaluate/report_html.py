@@ -109,10 +109,11 @@ def _confusion(text: str) -> str:
     """A confused string as a reader can see it; private-use characters as glyphs where a font has them."""
     if len(text) == 1:
         return _esc(text) if unicodedata.category(text) in ("Co", "Cn") else _esc(printable(text))
-    return "".join(
-        _esc(printable(c)) if unicodedata.category(c)[0] == "C" and unicodedata.category(c) not in ("Co", "Cn") else _esc(c)
-        for c in text
-    )
+    out = []
+    for c in text:
+        cat = unicodedata.category(c)
+        out.append(_esc(printable(c)) if cat[0] == "C" and cat not in ("Co", "Cn") else _esc(c))
+    return "".join(out)
 
 
 def _first_strong(text: str) -> str | None:
