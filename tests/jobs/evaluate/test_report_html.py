@@ -257,6 +257,8 @@ def test_private_use_characters_are_marked_with_their_code_point() -> None:
     page = render_html(_rtl_result())
     assert '<span class="cp" data-cp="E476" title="U+E476">\ue476</span>' in page
     assert 'data-cp="F6C5"' in page
+    # In the confusion table too, instead of a bare "0xe476".
+    assert '<td class="txt"><span class="cp" data-cp="E476"' in page and "0xe476" not in page
 
 
 @pytest.fixture(scope="module")
