@@ -2,8 +2,8 @@
 
 Baseline lines: the polygon's bounding box is cropped, everything outside the polygon set to 0 (black),
 then the line is straightened along its baseline (a rotation for a 2-point baseline, otherwise a PIL
-``Image.MESH`` warp over the baseline's envelope, or with ``legacy_polygons`` a piecewise-affine warp over a
-triangulation of baseline and polygon points as kraken < 5 did) and cropped to its non-zero content.
+``Image.MESH`` warp over the baseline's envelope) and cropped to its non-zero content. With
+``legacy_polygons`` kraken's legacy extractor is followed instead (:mod:`scriba.data.legacy_extract`).
 Bounding-box lines are plain crops, rotated for vertical text. Bitonal pages are read as mode '1' and
 sampled with nearest neighbour so that they stay bitonal.
 """
@@ -17,6 +17,7 @@ from collections.abc import MutableMapping
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
 
+from scriba.data.legacy_extract import legacy_line
 from scriba.data.records import LineRecord
 from scriba.errors import InputError
 
@@ -139,6 +140,8 @@ def _polygon_line(page: Image.Image, record: LineRecord, legacy: bool, where: di
         raise LineError("baseline shorter than 5px", **where)
     if (polygon < 0).any() or (polygon[:, 0] >= page.width).any() or (polygon[:, 1] >= page.height).any():
         raise LineError("polygon outside the image", **where)
+    if legacy:
+        return _content(legacy_line(page, polygon, baseline, resample == Image.Resampling.NEAREST), where)
     x0, y0 = (int(v) for v in polygon.min(axis=0))
     x1, y1 = (int(v) for v in polygon.max(axis=0))
     patch = page.crop((x0, y0, x1 + 1, y1 + 1))
@@ -149,15 +152,17 @@ def _polygon_line(page: Image.Image, record: LineRecord, legacy: bool, where: di
     ImageDraw.Draw(mask).polygon([tuple(p) for p in polygon.tolist()], fill=255, outline=255)
     patch = Image.composite(patch, Image.new(patch.mode, patch.size, 0), mask)
 
-    if len(baseline) > 2 and not legacy:
+    if len(baseline) > 2:
         baseline = _drop_short_segments(baseline, polygon)
     if len(baseline) == 2:
         d = baseline[1] - baseline[0]
         line = patch.rotate(math.degrees(math.atan2(d[1], d[0])), resample=resample, expand=True, fillcolor=0)
-    elif legacy:
-        line = _piecewise_affine_line(patch, baseline, polygon, resample == Image.Resampling.NEAREST)
     else:
         line = _mesh_line(patch, baseline, polygon, resample)
+    return _content(line, where)
+
+
+def _content(line: Image.Image, where: dict) -> Image.Image:
     box = line.getbbox()
     if box is None:
         raise LineError("line image is empty (polygon has no area)", **where)
@@ -261,140 +266,3 @@ def _mesh_line(patch: Image.Image, baseline: np.ndarray, polygon: np.ndarray, re
         ur = pb - nb * above
         mesh.append(((xa, 0, xb, height), (*ul, *ll, *lr, *ur)))
     return patch.transform((width, height), Image.Transform.MESH, mesh, resample=resample, fillcolor=0)
-
-
-# Legacy extractor ----------------------------------------------------------------------------------------
-
-
-def _simplify(points: np.ndarray, tolerance: float) -> np.ndarray:
-    """Douglas-Peucker simplification (endpoints kept)."""
-    if len(points) < 3:
-        return points
-    keep = np.zeros(len(points), dtype=bool)
-    keep[0] = keep[-1] = True
-    stack = [(0, len(points) - 1)]
-    while stack:
-        a, b = stack.pop()
-        if b <= a + 1:
-            continue
-        seg = points[b] - points[a]
-        rel = points[a + 1 : b] - points[a]
-        n = np.linalg.norm(seg)
-        d = np.abs(seg[0] * rel[:, 1] - seg[1] * rel[:, 0]) / n if n > 0 else np.linalg.norm(rel, axis=1)
-        i = int(d.argmax())
-        if d[i] > tolerance:
-            keep[a + 1 + i] = True
-            stack += [(a, a + 1 + i), (a + 1 + i, b)]
-    return points[keep]
-
-
-def _subdivide(points: np.ndarray) -> np.ndarray:
-    """One step of quadratic B-spline (Chaikin) subdivision keeping both ends."""
-    if len(points) < 3:
-        return points
-    a, b = points[:-1], points[1:]
-    cut = np.empty((2 * len(a), 2))
-    cut[0::2] = 0.75 * a + 0.25 * b
-    cut[1::2] = 0.25 * a + 0.75 * b
-    return np.concatenate([points[:1], cut[1:-1], points[-1:]])
-
-
-def _delaunay(points: np.ndarray) -> np.ndarray:
-    """Bowyer-Watson triangulation; (T, 3) vertex indices into ``points``."""
-    n = len(points)
-    lo, hi = points.min(axis=0), points.max(axis=0)
-    span = max(float((hi - lo).max()), 1.0) * 20
-    mid = (lo + hi) / 2
-    pts = np.concatenate([points, [mid + (-span, -span), mid + (span, -span), mid + (0, span)]])
-    tris = np.array([[n, n + 1, n + 2]])
-    for i in range(n):
-        p = pts[i]
-        a, b, c = pts[tris[:, 0]], pts[tris[:, 1]], pts[tris[:, 2]]
-        # In-circumcircle test via the sign-corrected incircle determinant.
-        ad, bd, cd = a - p, b - p, c - p
-        det = (
-            (ad[:, 0] ** 2 + ad[:, 1] ** 2) * (bd[:, 0] * cd[:, 1] - cd[:, 0] * bd[:, 1])
-            - (bd[:, 0] ** 2 + bd[:, 1] ** 2) * (ad[:, 0] * cd[:, 1] - cd[:, 0] * ad[:, 1])
-            + (cd[:, 0] ** 2 + cd[:, 1] ** 2) * (ad[:, 0] * bd[:, 1] - bd[:, 0] * ad[:, 1])
-        )
-        orient = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
-        bad = det * np.sign(orient) > 0
-        edges: dict[tuple[int, int], int] = {}
-        for tri in tris[bad]:
-            for e in ((tri[0], tri[1]), (tri[1], tri[2]), (tri[2], tri[0])):
-                key = (min(e), max(e))
-                edges[key] = edges.get(key, 0) + 1
-        boundary = [e for e, count in edges.items() if count == 1]
-        new = np.array([[e[0], e[1], i] for e in boundary], dtype=np.int64).reshape(-1, 3)
-        tris = np.concatenate([tris[~bad], new])
-    return tris[(tris < n).all(axis=1)]
-
-
-def _piecewise_affine_line(patch: Image.Image, baseline: np.ndarray, polygon: np.ndarray, nearest: bool) -> Image.Image:
-    if len(polygon) > 50:
-        polygon = _simplify(polygon, 2.0)
-    polygon = _subdivide(polygon)
-    arc, _, seg_idx = _project(polygon, baseline, extend_ends=False)
-    # Distance to the nearest baseline point with the side of that segment (kraken < 5's rectification).
-    seg = np.diff(baseline, axis=0)
-    lengths = np.linalg.norm(seg, axis=1)
-    cum = np.concatenate([[0.0], np.cumsum(lengths)])
-    foot = baseline[seg_idx] + (arc - cum[seg_idx])[:, None] * (seg[seg_idx] / lengths[seg_idx, None])
-    rel = polygon - baseline[seg_idx]
-    side = np.sign(seg[seg_idx, 0] * rel[:, 1] - seg[seg_idx, 1] * rel[:, 0])
-    perp = side * np.linalg.norm(polygon - foot, axis=1)
-
-    src = np.concatenate([baseline, polygon])
-    dst = baseline[0] + np.concatenate([np.stack([cum, np.zeros_like(cum)], 1), np.stack([arc, perp], 1)])
-    dst_min = np.floor(dst.min(axis=0))
-    out_w, out_h = (np.floor(dst.max(axis=0)) - dst_min + 1).astype(int)
-    dst = dst - dst_min
-    _, first = np.unique(np.round(dst, 6), axis=0, return_index=True)
-    first = np.sort(first)
-    src, dst = src[first], dst[first]
-
-    arr = np.asarray(patch, dtype=np.float32)
-    if arr.ndim == 2:
-        arr = arr[..., None]
-    out = np.zeros((out_h, out_w, arr.shape[2]), dtype=np.float32)
-    h, w = arr.shape[:2]
-    for tri in _delaunay(dst):
-        d, s = dst[tri], src[tri]
-        mat = np.array([[d[1, 0] - d[0, 0], d[2, 0] - d[0, 0]], [d[1, 1] - d[0, 1], d[2, 1] - d[0, 1]]])
-        if abs(np.linalg.det(mat)) < 1e-9:
-            continue
-        inv = np.linalg.inv(mat)
-        xa, ya = np.floor(d.min(axis=0)).astype(int)
-        xb, yb = np.ceil(d.max(axis=0)).astype(int)
-        xa, ya, xb, yb = max(xa, 0), max(ya, 0), min(xb, out_w - 1), min(yb, out_h - 1)
-        if xb < xa or yb < ya:
-            continue
-        gy, gx = np.mgrid[ya : yb + 1, xa : xb + 1]
-        uv = np.einsum("ij,jpq->ipq", inv, np.stack([gx - d[0, 0], gy - d[0, 1]]))
-        inside = (uv[0] >= -1e-6) & (uv[1] >= -1e-6) & (uv[0] + uv[1] <= 1 + 1e-6)
-        if not inside.any():
-            continue
-        u, v = uv[0][inside], uv[1][inside]
-        sx = s[0, 0] + u * (s[1, 0] - s[0, 0]) + v * (s[2, 0] - s[0, 0])
-        sy = s[0, 1] + u * (s[1, 1] - s[0, 1]) + v * (s[2, 1] - s[0, 1])
-        out[gy[inside], gx[inside]] = _sample(arr, sx, sy, h, w, nearest)
-    out = np.clip(out, 0, 255).astype(np.uint8)
-    return Image.fromarray(out[..., 0] if out.shape[2] == 1 else out, mode=patch.mode)
-
-
-def _sample(arr: np.ndarray, sx: np.ndarray, sy: np.ndarray, h: int, w: int, nearest: bool) -> np.ndarray:
-    """Pixel values at fractional positions (pixel centres on integers); 0 outside the patch."""
-    if nearest:
-        xi, yi = np.rint(sx).astype(int), np.rint(sy).astype(int)
-        ok = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
-        res = np.zeros((len(sx), arr.shape[2]), dtype=np.float32)
-        res[ok] = arr[yi[ok], xi[ok]]
-        return res
-    x0, y0 = np.floor(sx).astype(int), np.floor(sy).astype(int)
-    fx, fy = (sx - x0)[:, None], (sy - y0)[:, None]
-    res = np.zeros((len(sx), arr.shape[2]), dtype=np.float32)
-    for dx, dy, wgt in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
-        xi, yi = x0 + dx, y0 + dy
-        ok = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
-        res[ok] += wgt[ok] * arr[yi[ok], xi[ok]]
-    return res

@@ -3,6 +3,12 @@
 One file, no network: inline CSS, line images embedded as base64 PNG. It shows the summary, the per-script
 table, the worst lines (image, reference and prediction with the differing characters marked) and the most
 frequent confusions. Built with f-strings and ``html.escape``; every piece of text from the data is escaped.
+
+Texts are scored in display order (references are bidi-reordered like training targets, and networks emit
+display order), but a browser lays text out itself: display-order Arabic would be reversed a second time.
+So each line is put back into logical order with its paragraph direction (the one the reordering used) and
+shown with ``dir="rtl"``/``"ltr"``. Private-use and unassigned characters (MUFI's, U+E000-F8FF) are marked;
+a small inline script replaces the ones that no installed font can draw by their code point.
 """
 
 from __future__ import annotations
@@ -10,18 +16,20 @@ from __future__ import annotations
 import base64
 import html
 import os
+import unicodedata
 from io import BytesIO
 from typing import TYPE_CHECKING
 
 from rapidfuzz.distance import Levenshtein
 
 from scriba.jobs.evaluate.report import printable, write_text_atomic
+from scriba.text import get_display
 
 if TYPE_CHECKING:
     from scriba.jobs.evaluate.job import EvaluationResult
     from scriba.metrics import LineResult
 
-__all__ = ["diff_html", "render_html", "write_html"]
+__all__ = ["diff_html", "logical_line", "render_html", "write_html"]
 
 WORST_LINES = 30
 CONFUSIONS = 60
@@ -51,6 +59,12 @@ td.n{text-align:right;font-variant-numeric:tabular-nums}
 .noimg{font-size:12px;color:#a3171b;margin:4px 0}
 .txt{font-family:"DejaVu Sans Mono",monospace;font-size:17px;white-space:pre-wrap;margin:2px 0}
 .txt .lbl{display:inline-block;width:5.5em;font-family:system-ui,sans-serif;font-size:12px;color:#555}
+.txt[dir=rtl]{font-family:"Noto Naskh Arabic","Amiri","Scheherazade New","Noto Sans Arabic","DejaVu Sans",sans-serif;
+font-size:20px}
+.txt[dir=rtl] .lbl{text-align:right}
+.cp{font-family:"Junicode","Palemonas MUFI","Andron Scriptor Web","Noto Sans",sans-serif}
+.cp.nofont{font-family:system-ui,sans-serif;font-size:11px;border:1px solid #999;border-radius:2px;padding:0 1px;
+color:#333;unicode-bidi:isolate}
 del{background:#f8c9c4;color:#7a0c0c;text-decoration:none;border-bottom:2px solid #c0392b}
 ins{background:#c9efcf;color:#0b5a1c;text-decoration:none;border-bottom:2px solid #27ae60}
 .gap{background:#f8c9c4;padding:0 3px;border-bottom:2px dotted #c0392b}
@@ -58,13 +72,112 @@ ins{background:#c9efcf;color:#0b5a1c;text-decoration:none;border-bottom:2px soli
 """
 
 
+# Replaces each marked character that every font lacks (drawn exactly like a surely unassigned code point,
+# U+10FFFD) by its code point; runs once the page is loaded, in the browser only.
+_SCRIPT = """
+(function(){var c=document.createElement('canvas');c.width=48;c.height=48;var x=c.getContext('2d');
+if(!x)return;function draw(ch,font){x.clearRect(0,0,48,48);x.font=font;x.fillText(ch,4,36);
+return Array.prototype.join.call(x.getImageData(0,0,48,48).data,'');}var seen={};
+document.querySelectorAll('.cp').forEach(function(el){var st=getComputedStyle(el);
+var font=st.fontSize+' '+st.fontFamily,ch=el.textContent,key=font+ch;
+if(!(key in seen))seen[key]=draw(ch,font)===draw('\\u{10FFFD}',font);
+if(seen[key]){el.textContent='U+'+el.getAttribute('data-cp');el.classList.add('nofont');}});})();
+"""
+
+# Bidi classes of strong right-to-left characters, and of the explicit controls that start RTL text.
+_RTL = frozenset({"R", "AL", "RLE", "RLO", "RLI"})
+
+
 def _esc(text: str) -> str:
-    return html.escape(text, quote=True)
+    """Escaped text; private-use and unassigned characters wrapped to be shown by code point if need be."""
+    out = []
+    for ch in text:
+        if unicodedata.category(ch) in ("Co", "Cn"):
+            cp = f"{ord(ch):04X}"
+            out.append(f'<span class="cp" data-cp="{cp}" title="U+{cp}">{html.escape(ch)}</span>')
+        else:
+            out.append(html.escape(ch, quote=True))
+    return "".join(out)
 
 
 def _show(text: str) -> str:
     """Escaped text where spaces stay visible when they are part of an error."""
     return _esc(text).replace(" ", "\u2423") if text.strip() == "" else _esc(text)
+
+
+def _confusion(text: str) -> str:
+    """A confused string as a reader can see it; private-use characters as glyphs where a font has them."""
+    if len(text) == 1:
+        return _esc(text) if unicodedata.category(text) in ("Co", "Cn") else _esc(printable(text))
+    out = []
+    for c in text:
+        cat = unicodedata.category(c)
+        out.append(_esc(printable(c)) if cat[0] == "C" and cat not in ("Co", "Cn") else _esc(c))
+    return "".join(out)
+
+
+def _first_strong(text: str) -> str | None:
+    for ch in text:
+        cls = unicodedata.bidirectional(ch)
+        if cls == "L":
+            return "L"
+        if cls in ("R", "AL"):
+            return "R"
+    return None
+
+
+def _display_direction(display: str) -> str:
+    """The paragraph direction that turned some logical text into ``display`` with an automatic base.
+
+    A direction fits when undoing the reordering with it gives text whose own first strong character picks
+    it and reorders back to ``display``; when both fit (``abc ARABIC`` and ``ARABIC abc`` look the same),
+    the direction of most strong characters wins.
+    """
+    fits = []
+    for d in ("R", "L"):
+        logical = get_display(display, d)
+        if (_first_strong(logical) or "L") == d and get_display(logical, None) == display:
+            fits.append(d)
+    if len(fits) == 1:
+        return fits[0]
+    rtl = sum(unicodedata.bidirectional(c) in ("R", "AL") for c in display)
+    ltr = sum(unicodedata.bidirectional(c) == "L" for c in display)
+    return "R" if rtl > ltr else "L"
+
+
+def logical_line(reference: str, prediction: str, reordered: bool, base_dir: str | None) -> tuple[str, str, str]:
+    """Reference and prediction in logical order, and their direction ``'rtl'`` or ``'ltr'``.
+
+    ``reordered``: the texts are in display order (``ketos test`` reorders references like training
+    targets; the network emits that order). ``base_dir``: the direction used for it, None when automatic.
+    """
+    if not reordered:
+        d = base_dir or _first_strong(reference) or _first_strong(prediction) or "L"
+        return reference, prediction, "rtl" if d == "R" else "ltr"
+    if base_dir is None and not any(unicodedata.bidirectional(c) in _RTL for c in reference + prediction):
+        return reference, prediction, "ltr"
+    d = base_dir or _display_direction(reference or prediction)
+    return get_display(reference, d), get_display(prediction, d), "rtl" if d == "R" else "ltr"
+
+
+def _line_direction(result: EvaluationResult, line: LineResult) -> tuple[bool, str | None]:
+    """Whether the line's texts are in display order, and the base direction their reordering used."""
+    settings = result.settings or {}
+    reorder = settings.get("bidi_reordering", True)
+    if reorder in ("L", "R"):
+        return True, str(reorder)
+    base = settings.get("base_dir")
+    if base in ("L", "R"):
+        return bool(reorder), str(base)
+    records = result.records
+    if line.index is not None and 0 <= line.index < len(records):
+        rec = records[line.index]
+        if rec.base_dir in ("L", "R"):
+            return bool(reorder), rec.base_dir
+        if bool(reorder):
+            # The reordering picked the direction from the logical text's first strong character.
+            return True, _first_strong(rec.text) or "L"
+    return bool(reorder), None
 
 
 def diff_html(reference: str, prediction: str) -> tuple[str, str]:
@@ -141,21 +254,24 @@ def render_html(result: EvaluationResult, worst: int = WORST_LINES, confusions: 
     )
     lines_html = []
     for ln in t.worst_lines(worst):
-        ref_html, pred_html = diff_html(ln.reference, ln.prediction)
+        ref_text, pred_text, direction = logical_line(ln.reference, ln.prediction, *_line_direction(result, ln))
+        ref_html, pred_html = diff_html(ref_text, pred_text)
         where = f"{_esc(ln.source)} · " if ln.source and ln.source != ln.id else ""
         lines_html.append(
             f'<div class="line" id="line-{ln.index}">'
             f'<div class="meta">{where}<span class="lid">{_esc(ln.id)}</span> · '
             f"<b>{ln.distance} error{'s' if ln.distance != 1 else ''}</b> · CER {_pct(ln.cer)}</div>"
             f"{_image_tag(result, ln)}"
-            f'<div class="txt ref" dir="auto"><span class="lbl">reference</span>{ref_html}</div>'
-            f'<div class="txt pred" dir="auto"><span class="lbl">prediction</span>{pred_html}</div>'
+            f'<div class="txt ref" dir="{direction}"><span class="lbl" dir="ltr">reference</span>'
+            f'<span class="t">{ref_html}</span></div>'
+            f'<div class="txt pred" dir="{direction}"><span class="lbl" dir="ltr">prediction</span>'
+            f'<span class="t">{pred_html}</span></div>'
             "</div>"
         )
     worst_section = "".join(lines_html) or "<p>No line has an error.</p>"
     conf_rows = "".join(
-        f'<tr><td class="n">{n}</td><td class="txt">{_esc(printable(ref)) or "<i>(nothing)</i>"}</td>'
-        f'<td class="txt">{_esc(printable(pred)) or "<i>(nothing)</i>"}</td></tr>'
+        f'<tr><td class="n">{n}</td><td class="txt">{_confusion(ref) or "<i>(nothing)</i>"}</td>'
+        f'<td class="txt">{_confusion(pred) or "<i>(nothing)</i>"}</td></tr>'
         for (ref, pred), n in t.top_confusions(confusions)
     )
     notes = result.notes()
@@ -182,7 +298,7 @@ def render_html(result: EvaluationResult, worst: int = WORST_LINES, confusions: 
 <th>right</th></tr></thead><tbody>{script_rows}</tbody></table></section>
 <section id="confusions"><h2>Most frequent confusions</h2><table><thead><tr><th>count</th><th>reference</th>
 <th>prediction</th></tr></thead><tbody>{conf_rows}</tbody></table></section>
-</main></body></html>
+</main><script>{_SCRIPT}</script></body></html>
 """
 
 
