@@ -49,6 +49,11 @@ def _g(name: str):
               help="Number of worker processes for data loading and compilation.")
 @click.option("--threads", "num_threads", type=click.IntRange(1), default=_g("num_threads"),
               help="Number of threads for intra-op parallelism.")
+@click.option("--processes", type=click.IntRange(1), default=_g("processes"),
+              help="DDP processes on this node (gloo with -d cpu, each with --threads threads); default: one per "
+              "device of a device list, else 1.")
+@click.option("--num-nodes", "num_nodes", type=click.IntRange(1), default=_g("num_nodes"),
+              help="Nodes of a multi-node run (launched by srun or torchrun on every node).")
 @click.option("-s", "--seed", type=int, default=_g("seed"), help="Seed for all random number generators.")
 @click.option("-r", "--deterministic/--no-deterministic", default=_g("deterministic"),
               help="Use deterministic algorithms (seed 42 when no seed is given).")

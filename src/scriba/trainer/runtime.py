@@ -60,7 +60,7 @@ def restore_configs(cfg: C, g: GlobalConfig, *, key: str, task: str) -> tuple[C,
     """The configurations stored in the checkpoint ``cfg.resume`` under ``key`` (e.g. ``train_config``).
 
     Everything comes from the checkpoint except the machine settings of ``g`` (device, workers, threads,
-    verbosity): they follow the machine the run continues on. Returns the configurations and the
+    verbosity, processes, nodes): they follow the machine the run continues on. Returns the configurations and the
     checkpoint; ``task`` (``training``) names the kind of checkpoint in the error for a foreign file.
     """
     from scriba.weights.checkpoint import read_checkpoint_dict
@@ -73,7 +73,14 @@ def restore_configs(cfg: C, g: GlobalConfig, *, key: str, task: str) -> tuple[C,
     stored = dict(entry[key])
     stored.update(resume=resume, load=None)
     gd = dict(entry.get("global_config") or {})
-    gd.update(device=g.device, num_workers=g.num_workers, num_threads=g.num_threads, verbose=g.verbose)
+    gd.update(
+        device=g.device,
+        num_workers=g.num_workers,
+        num_threads=g.num_threads,
+        verbose=g.verbose,
+        processes=g.processes,
+        num_nodes=g.num_nodes,
+    )
     return build(type(cfg), stored), build(GlobalConfig, gd), ckpt
 
 
@@ -91,29 +98,59 @@ def prepare_output(path: str) -> Path:
 
 
 def parse_device(spec: str) -> tuple[str, Any]:
-    """``--device`` (``auto``, ``cpu``, ``mps``, ``cuda``, ``cuda:N``) as Lightning's accelerator and devices."""
+    """``--device`` (``auto``, ``cpu``, ``mps``, ``cuda``, ``cuda:N``, a list ``cuda:0,cuda:1`` for DDP) as
+    Lightning's accelerator and devices."""
     spec = (spec or "auto").strip()
     if spec == "auto":
         return "auto", 1
     if spec in ("cpu", "mps"):
         return spec, 1
     parts = [p.strip() for p in spec.split(",") if p.strip()]
-    if all(p.startswith("cuda:") and p[5:].isdigit() for p in parts):
-        if len(parts) > 1:
-            raise UsageError(f"training on several devices is not supported ({spec}); pick one, e.g. {parts[0]}")
-        return "gpu", [int(parts[0][5:])]
+    if parts and all(p.startswith("cuda:") and p[5:].isdigit() for p in parts):
+        ids = [int(p[5:]) for p in parts]
+        if len(set(ids)) != len(ids):
+            raise UsageError(f"device {spec!r} names a GPU twice")
+        return "gpu", ids
     if spec == "cuda":
         return "gpu", 1
-    raise UsageError(f"invalid device {spec!r}: use auto, cpu, mps or cuda:N")
+    raise UsageError(f"invalid device {spec!r}: use auto, cpu, mps, cuda:N or a list cuda:N,cuda:M")
+
+
+def process_rank(processes: Any) -> int:
+    """This process's global rank (0 outside DDP), known before the trainer is built."""
+    from scriba.trainer.cluster import process_rank as rank_of
+
+    return rank_of(processes)
+
+
+def announce_processes(processes: Any, batch_size: int, rank: int) -> None:
+    """Rank 0 of a DDP run says how many processes train on what global batch (``-B`` is per process)."""
+    if processes.distributed and rank == 0:
+        print(
+            f"DDP: {processes.world} processes ({processes.processes} per node on {processes.nodes} node(s)), "
+            f"-B {batch_size} each: global batch {batch_size * processes.world}",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def setup_machine(g: GlobalConfig) -> tuple[str, Any]:
     """Sets torch's thread count and returns the accelerator and devices of ``g.device``."""
     import torch
 
-    keep_freed_memory()
+    accelerator, devices = parse_device(g.device)
+    if not uses_gpu(accelerator):
+        # GPU steps keep their buffers on the device: the host heap is not where their time goes
+        keep_freed_memory()
     torch.set_num_threads(max(1, g.num_threads))
-    return parse_device(g.device)
+    return accelerator, devices
+
+
+def layout(g: GlobalConfig, devices: Any) -> Any:
+    """The processes of the run (:func:`scriba.trainer.cluster.resolve_layout` for ``g``)."""
+    from scriba.trainer.cluster import resolve_layout
+
+    return resolve_layout(g.processes, g.num_nodes, devices)
 
 
 # glibc's mallopt parameters
@@ -331,10 +368,16 @@ def build_trainer(
     min_epochs: int | None,
     accumulate_grad_batches: int,
     task: str = "train",
+    processes: Any = None,
+    find_unused: bool = False,
 ) -> Any:
     """The Lightning trainer for ``cfg``'s run length (``--quit``, ``--epochs``), validation frequency
-    (``--freq``), clipping and ``--logger``; Lightning's own output is quieted."""
+    (``--freq``), clipping and ``--logger``; Lightning's own output is quieted. ``processes`` (a
+    :class:`~scriba.trainer.cluster.Layout`) makes it a DDP trainer; ``find_unused`` is for runs whose
+    parameters are frozen for a while."""
     import lightning as L
+
+    from scriba.trainer.cluster import Layout, trainer_arguments
 
     pl_logger: Any = False
     if cfg.pl_logger == "tensorboard":
@@ -353,7 +396,7 @@ def build_trainer(
     quiet_lightning()
     return L.Trainer(
         accelerator=accelerator,
-        devices=devices,
+        **trainer_arguments(processes or Layout(), accelerator, devices, find_unused=find_unused),
         precision=resolve_precision(g, accelerator, task=task),  # type: ignore[arg-type]
         max_epochs=max_epochs,
         min_epochs=min_epochs,
@@ -421,3 +464,7 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
     warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch ended.*")
+    # DDP: the validation figures are reduced by the module itself and equal on every process
+    warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
+    # oneDNN returns some weight gradients in another memory layout; DDP copies them into its buckets
+    warnings.filterwarnings("ignore", message=".*Grad strides do not match bucket view strides.*")

@@ -168,6 +168,14 @@ def train(
 
     # the run: configurations (a resumed run's own), output directory, machine, seeds
     g = g or GlobalConfig()
+    procs = runtime.layout(g, runtime.parse_device(g.device)[1])
+    if procs.launcher == "local":
+        if callbacks:
+            raise UsageError("callbacks cannot be passed to a run of several processes")
+        from scriba.trainer.launch import run_processes
+
+        return TrainResult(**run_processes("scriba.jobs.train.job:train", cfg, g, procs, progress=progress))
+    rank = runtime.process_rank(procs)
     ckpt: dict[str, Any] | None = None
     if cfg.resume:
         cfg, g, ckpt = runtime.restore_configs(cfg, g, key="train_config", task="training")
@@ -211,7 +219,7 @@ def train(
     if ckpt is None:
         runtime.describe_lines(net, lines.seg_type, cfg.legacy_polygons, train_ds)
     runtime.record_data(data_info, sampler_seed, lines, train_ds, val_ds)
-    split_file = runtime.write_split(out, lines.split)
+    split_file = runtime.write_split(out, lines.split) if rank == 0 else None
 
     # the Lightning module and data module; large lines on CPU run as micro-batches
     info = {"train_config": asdict(cfg), "global_config": asdict(g), "data": data_info}
@@ -221,8 +229,11 @@ def train(
     module = RecognitionModule(net, cfg, info=info, pred_transform=pred_tt)
     on_gpu = runtime.uses_gpu(accelerator)
     micro = cfg.batch_size if on_gpu else _micro_batch(cfg.batch_size, net.input[2], train_ds.estimated_widths())
+    # DDP averages the gradients of the processes; the loss is a sum over lines, so scaling it by the number
+    # of processes gives the gradient of one process running the global batch (clipping, rates unchanged)
+    module.loss_scale = float(procs.world)
     if micro < cfg.batch_size:
-        module.loss_scale = float(cfg.batch_size // micro)
+        module.loss_scale *= float(cfg.batch_size // micro)
         logger.info(
             "batches of %d lines run as %d micro-batches of %d (faster on CPU)",
             cfg.batch_size,
@@ -266,6 +277,7 @@ def train(
     cbs.extend(callbacks)
 
     # fit, then convert the best checkpoint
+    runtime.announce_processes(procs, cfg.batch_size, rank)
     trainer = runtime.build_trainer(
         cfg,
         g,
@@ -276,6 +288,8 @@ def train(
         logger_name="ketos_train",
         min_epochs=cfg.min_epochs,
         accumulate_grad_batches=cfg.accumulate_grad_batches * (cfg.batch_size // micro),
+        processes=procs,
+        find_unused=cfg.freeze_backbone > 0,
     )
     result = TrainResult(output_dir=str(out), split_file=split_file, train_lines=len(train_ds), val_lines=len(val_ds))
     interrupted = runtime.fit(trainer, module, dm, cfg.resume)
@@ -285,7 +299,8 @@ def train(
         logger.warning("training interrupted; continue with: ketos train --resume %s", result.abort_checkpoint)
         return result
     result.stopped = runtime.stop_reason(cfg, trainer, early)
-    _finish(result, ckpt_cb, cfg, out)
+    if rank == 0:
+        _finish(result, ckpt_cb, cfg, out)
     return result
 
 

@@ -1,0 +1,141 @@
+"""How many processes a run has and who starts them: one process, scriba's own launcher, torchrun or SLURM.
+
+:func:`resolve_layout` reads ``--device``, ``--processes`` and ``--num-nodes`` together with the environment
+of the process: under ``torchrun`` (``TORCHELASTIC_RUN_ID``) and under ``srun`` (``SLURM_NTASKS`` > 1) the
+processes already exist and join the process group their launcher describes; otherwise several processes
+on this node are started by :mod:`scriba.trainer.launch`, whose children carry ``SCRIBA_DDP_CHILD``.
+:func:`trainer_arguments` turns a layout into Lightning's ``devices``, ``num_nodes``, ``strategy`` and
+cluster environment. Nothing here imports torch at module level.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from scriba.errors import UsageError
+
+CHILD_ENV = "SCRIBA_DDP_CHILD"
+LAUNCHERS = ("single", "local", "child", "torchrun", "slurm")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """``processes`` per node on ``nodes`` nodes; ``launcher`` says who starts them (see :data:`LAUNCHERS`)."""
+
+    processes: int = 1
+    nodes: int = 1
+    launcher: str = "single"
+
+    @property
+    def world(self) -> int:
+        return self.processes * self.nodes
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+
+def device_count(devices: Any) -> int | None:
+    """How many devices an explicit list names (``cuda:0,cuda:1`` -> 2); None for ``cpu``, ``cuda``, ``auto``."""
+    return len(devices) if isinstance(devices, list) else None
+
+
+def _slurm_launched(env: dict[str, str]) -> bool:
+    # Lightning's rule (srun sets SLURM_NTASKS; job names bash/interactive mean a shell, not a launch)
+    if env.get("SLURM_JOB_NAME") in ("bash", "interactive"):
+        return False
+    return int(env.get("SLURM_NTASKS", "1") or 1) > 1 and "SLURM_PROCID" in env
+
+
+def resolve_layout(processes: int | None, num_nodes: int, devices: Any, env: dict[str, str] | None = None) -> Layout:
+    """The layout of a run; a :class:`UsageError` when the options and the launcher disagree."""
+    env = dict(os.environ if env is None else env)
+    listed = device_count(devices)
+    if processes is not None and processes < 1:
+        raise UsageError(f"--processes must be positive, got {processes}")
+    if num_nodes < 1:
+        raise UsageError(f"--num-nodes must be positive, got {num_nodes}")
+    if listed is not None and processes is not None and processes != listed:
+        raise UsageError(f"--processes {processes} does not match the {listed} devices of --device (one process each)")
+    wanted = processes or listed or 1
+    if env.get(CHILD_ENV):
+        return Layout(int(env["LOCAL_WORLD_SIZE"]), 1, "child")
+    if env.get("TORCHELASTIC_RUN_ID") is not None and int(env.get("WORLD_SIZE", "1")) > 1:
+        world, local = int(env["WORLD_SIZE"]), int(env.get("LOCAL_WORLD_SIZE", env["WORLD_SIZE"]))
+        return _joined("torchrun", "--nproc-per-node", local, world // max(1, local), processes, listed, num_nodes)
+    if _slurm_launched(env):
+        nodes = int(env.get("SLURM_NNODES", "1") or 1)
+        tasks = int(env["SLURM_NTASKS"])
+        per_node = env.get("SLURM_NTASKS_PER_NODE", "").split("(")[0]
+        local = int(per_node) if per_node.isdigit() else tasks // nodes
+        return _joined("slurm", "--ntasks-per-node", local, nodes, processes, listed, num_nodes)
+    if num_nodes > 1:
+        raise UsageError(
+            f"--num-nodes {num_nodes} needs a cluster launcher: start ketos on every node with srun (SLURM) "
+            f"or torchrun, see the README"
+        )
+    return Layout(wanted, 1, "local" if wanted > 1 else "single")
+
+
+def _joined(
+    name: str, flag: str, local: int, nodes: int, processes: int | None, listed: int | None, num_nodes: int
+) -> Layout:
+    """A layout set by an external launcher; the options may repeat it but not contradict it."""
+    if processes is not None and processes != local:
+        raise UsageError(f"--processes {processes} contradicts {name}, which started {local} per node ({flag})")
+    if listed is not None and listed != local:
+        raise UsageError(f"--device lists {listed} devices but {name} started {local} processes per node ({flag})")
+    if num_nodes != 1 and num_nodes != nodes:
+        raise UsageError(f"--num-nodes {num_nodes} contradicts {name}, which runs on {nodes} node(s)")
+    return Layout(local, nodes, name)
+
+
+def trainer_arguments(layout: Layout, accelerator: str, devices: Any, *, find_unused: bool = False) -> dict[str, Any]:
+    """Lightning ``Trainer`` keywords (``devices``, ``num_nodes``, ``strategy``, ``plugins``) for ``layout``."""
+    if not layout.distributed:
+        return {"devices": devices}
+    from lightning.fabric.plugins.environments import (
+        LightningEnvironment,
+        SLURMEnvironment,
+        TorchElasticEnvironment,
+    )
+    from lightning.pytorch.strategies import DDPStrategy
+
+    environment = {
+        "child": LightningEnvironment,
+        "local": LightningEnvironment,
+        "torchrun": TorchElasticEnvironment,
+        "slurm": lambda: SLURMEnvironment(auto_requeue=False),
+    }[layout.launcher]()
+    import inspect
+
+    import torch
+
+    # buffer broadcasts are collectives inside forward, and the processes run different numbers of
+    # validation batches (torch >= 2.13 renamed the switch)
+    no_sync = (
+        {"forward_sync_buffers": False}
+        if "forward_sync_buffers" in inspect.signature(torch.nn.parallel.DistributedDataParallel).parameters
+        else {"broadcast_buffers": False}
+    )
+    strategy = DDPStrategy(
+        cluster_environment=environment,
+        # frozen layers (--freeze-backbone) get no gradient until they thaw
+        find_unused_parameters=find_unused,
+        **no_sync,
+    )
+    return {
+        "devices": devices if isinstance(devices, list) else layout.processes,
+        "num_nodes": layout.nodes,
+        "strategy": strategy,
+    }
+
+
+def process_rank(layout: Layout, env: dict[str, str] | None = None) -> int:
+    """This process's global rank before Lightning knows it (0 outside DDP)."""
+    if not layout.distributed:
+        return 0
+    env = dict(os.environ if env is None else env)
+    return int(env["SLURM_PROCID"] if layout.launcher == "slurm" else env.get("RANK", 0))
