@@ -88,7 +88,11 @@ class LengthBucketSampler(Sampler):
         """Whole batches per process and lines in the pooled tail of an epoch."""
         n, b = len(self.widths), self.batch_size
         whole = n // b // self.world
-        return whole, (n // b - whole * self.world) * b + n % b
+        tail = (n // b - whole * self.world) * b + n % b
+        if 0 < tail < self.world and whole:
+            # too few lines to go round: one round of whole batches joins them rather than repeat lines
+            whole, tail = whole - 1, tail + self.world * b
+        return whole, tail
 
     def _tail_pieces(self, tail: int) -> int:
         """Micro-batches of each process's share of a tail of ``tail`` lines (the same on every process)."""
@@ -109,8 +113,11 @@ class LengthBucketSampler(Sampler):
         if not self.equal_steps:
             return self._micro(full[self.rank :: self.world])
         whole = [b for b in full if len(b) == self.batch_size]
+        short = [b for b in full if len(b) < self.batch_size]
         dealt = len(whole) // self.world * self.world
-        rest = whole[dealt:] + [b for b in full if len(b) < self.batch_size]
+        if 0 < sum(map(len, whole[dealt:] + short)) < self.world and dealt:
+            dealt -= self.world  # as in _shard_sizes
+        rest = whole[dealt:] + short
         out = self._micro(whole[self.rank : dealt : self.world])
         pieces = self._tail_pieces(sum(len(b) for b in rest))
         if pieces:

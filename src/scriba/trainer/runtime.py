@@ -116,6 +116,13 @@ def parse_device(spec: str) -> tuple[str, Any]:
     raise UsageError(f"invalid device {spec!r}: use auto, cpu, mps, cuda:N or a list cuda:N,cuda:M")
 
 
+def one_process_only(g: GlobalConfig, command: str) -> None:
+    """Refuses a run of several processes (options or a torchrun/srun launch) for a job without DDP support,
+    instead of training the same model several times side by side into one directory."""
+    if layout(g, parse_device(g.device)[1]).distributed:
+        raise UsageError(f"{command} runs in one process: drop --processes, the device list, or the launcher")
+
+
 def process_rank(processes: Any) -> int:
     """This process's global rank (0 outside DDP), known before the trainer is built."""
     from scriba.trainer.cluster import process_rank as rank_of

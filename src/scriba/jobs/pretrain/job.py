@@ -109,6 +109,7 @@ def pretrain(
 
     # the run: configurations (a resumed run's own), output directory, machine, seeds
     g = g or GlobalConfig()
+    runtime.one_process_only(g, "ketos pretrain")
     ckpt: dict[str, Any] | None = None
     if cfg.resume:
         cfg, g, ckpt = runtime.restore_configs(cfg, g, key="pretrain_config", task="pretraining")
