@@ -152,7 +152,6 @@ def test_layout_joins_torchrun_and_slurm_or_refuses():
 
 def test_two_gpus_make_a_ddp_trainer_without_a_gpu(monkeypatch):
     """-d cuda:0,cuda:1: the parsing, the layout and a real Lightning DDP trainer on two (pretended) GPUs."""
-    import lightning as L
     from lightning.fabric.accelerators import cuda as fabric_cuda
     from lightning.pytorch.accelerators import CUDAAccelerator
     from lightning.pytorch.strategies import DDPStrategy
@@ -375,3 +374,17 @@ def test_sigint_of_the_launcher_leaves_one_abort_checkpoint_that_resumes_in_one_
     )
     assert resumed.returncode == 0, resumed.stderr
     assert list(out.glob("best_*.safetensors"))
+
+
+def test_a_failed_rank_does_not_leave_the_others_hanging(monkeypatch):
+    from scriba.trainer import launch
+
+    monkeypatch.setattr(launch, "FAIL_GRACE", 0.5)
+    monkeypatch.setattr(launch, "KILL_GRACE", 0.5)
+    stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+    procs = [subprocess.Popen([sys.executable, "-c", c]) for c in
+             ("import time; time.sleep(60)", "import sys; sys.exit(3)", stubborn)]
+    start = time.monotonic()
+    assert launch._supervise(procs) == (1, 3)
+    assert time.monotonic() - start < 20
+    assert [p.returncode for p in procs] == [-signal.SIGTERM, 3, -signal.SIGKILL]
