@@ -388,3 +388,20 @@ def test_a_failed_rank_does_not_leave_the_others_hanging(monkeypatch):
     assert launch._supervise(procs) == (1, 3)
     assert time.monotonic() - start < 20
     assert [p.returncode for p in procs] == [-signal.SIGTERM, 3, -signal.SIGKILL]
+
+
+@pytest.mark.slow
+def test_torchrun_processes_join_one_training(tmp_path):
+    """Under torchrun the processes form one DDP run (one report, one set of files), not two trainings."""
+    train, val = _froc_lists(tmp_path, 48, 16)
+    out = tmp_path / "model"
+    run = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "scriba.cli.main",
+         "-d", "cpu", "--threads", "1", "--workers", "0", "-s", "1", *_train_args(train, val, out, 1)],
+        capture_output=True, text=True, env=_env(), timeout=600, cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "DDP: 2 processes" in run.stderr and "global batch 8" in run.stderr
+    assert len(re.findall(r"^epoch 0", run.stderr, re.M)) == 1
+    assert run.stderr.count("missing from the codec") <= 1  # the other rank keeps its warnings to itself
+    assert len(list(out.glob("best_*.safetensors"))) == 1 and run.stdout.count("best model:") == 1

@@ -130,6 +130,16 @@ def process_rank(processes: Any) -> int:
     return rank_of(processes)
 
 
+def quiet_other_ranks(rank: int) -> None:
+    """Leaves the warnings to rank 0 (the other processes read the same data with the same options); errors
+    still show, whichever process has them."""
+    if rank:
+        root = logging.getLogger()
+        root.setLevel(logging.ERROR)
+        for handler in root.handlers:
+            handler.setLevel(max(handler.level, logging.ERROR))
+
+
 def announce_processes(processes: Any, batch_size: int, rank: int) -> None:
     """Rank 0 of a DDP run says how many processes train on what global batch (``-B`` is per process)."""
     if processes.distributed and rank == 0:
@@ -460,6 +470,7 @@ def quiet_lightning() -> None:
         "lightning.pytorch.accelerators.cuda",
         "lightning.fabric.utilities.seed",
         "lightning.pytorch.trainer.connectors.signal_connector",
+        "lightning.fabric.utilities.distributed",
     ):
         logging.getLogger(name).setLevel(logging.WARNING)
     import warnings

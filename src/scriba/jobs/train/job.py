@@ -176,6 +176,7 @@ def train(
 
         return TrainResult(**run_processes("scriba.jobs.train.job:train", cfg, g, procs, progress=progress))
     rank = runtime.process_rank(procs)
+    runtime.quiet_other_ranks(rank)
     ckpt: dict[str, Any] | None = None
     if cfg.resume:
         cfg, g, ckpt = runtime.restore_configs(cfg, g, key="train_config", task="training")
