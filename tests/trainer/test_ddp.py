@@ -405,3 +405,34 @@ def test_torchrun_processes_join_one_training(tmp_path):
     assert len(re.findall(r"^epoch 0", run.stderr, re.M)) == 1
     assert run.stderr.count("missing from the codec") <= 1  # the other rank keeps its warnings to itself
     assert len(list(out.glob("best_*.safetensors"))) == 1 and run.stdout.count("best model:") == 1
+
+
+def test_unseeded_processes_agree_on_one_seed():
+    from scriba.trainer.cluster import shared_seed
+
+    run = {"TORCHELASTIC_RUN_ID": "abc", "MASTER_ADDR": "node1", "MASTER_PORT": "29500"}
+    layout = Layout(2, 1, "torchrun")
+    seeds = {shared_seed(layout, dict(run, RANK=str(r), LOCAL_RANK=str(r))) for r in range(2)}
+    assert len(seeds) == 1
+    assert shared_seed(layout, dict(run, TORCHELASTIC_RUN_ID="abd")) not in seeds
+    slurm = {"SLURM_JOB_ID": "17", "SLURM_STEP_ID": "0"}
+    assert shared_seed(Layout(2, 2, "slurm"), dict(slurm, SLURM_PROCID="0")) == shared_seed(
+        Layout(2, 2, "slurm"), dict(slurm, SLURM_PROCID="3"))
+
+
+def test_unseeded_local_run_hands_one_seed_to_its_processes(monkeypatch, tmp_path):
+    from scriba.config import GlobalConfig, TrainConfig
+    from scriba.jobs.train import job
+    from scriba.trainer import launch
+
+    seen = {}
+
+    def fake(name, cfg, g, layout, progress=None):
+        seen.update(name=name, seed=g.seed, layout=layout)
+        return {"output_dir": str(tmp_path)}
+
+    monkeypatch.setattr(launch, "run_processes", fake)
+    result = job.train(TrainConfig(training_data=["x"]), GlobalConfig(device="cpu", processes=2))
+    assert result.output_dir == str(tmp_path)
+    assert seen["name"] == "scriba.jobs.train.job:train" and seen["layout"] == Layout(2, 1, "local")
+    assert isinstance(seen["seed"], int)

@@ -133,6 +133,21 @@ def trainer_arguments(layout: Layout, accelerator: str, devices: Any, *, find_un
     }
 
 
+def shared_seed(layout: Layout, env: dict[str, str] | None = None) -> int:
+    """A seed every process of an unseeded run agrees on (the split, the batch order and the shards depend on
+    it), different from run to run: drawn by scriba's launcher, else derived from the launcher's run."""
+    env = dict(os.environ if env is None else env)
+    if layout.launcher == "local":
+        import random
+
+        return random.SystemRandom().randrange(2**31)
+    import hashlib
+
+    keys = ("TORCHELASTIC_RUN_ID", "MASTER_ADDR", "MASTER_PORT", "SLURM_JOB_ID", "SLURM_STEP_ID")
+    ident = "|".join(env.get(k, "") for k in keys)
+    return int(hashlib.sha256(ident.encode()).hexdigest()[:8], 16) % 2**31
+
+
 def process_rank(layout: Layout, env: dict[str, str] | None = None) -> int:
     """This process's global rank before Lightning knows it (0 outside DDP)."""
     if not layout.distributed:

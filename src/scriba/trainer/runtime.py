@@ -130,6 +130,13 @@ def process_rank(processes: Any) -> int:
     return rank_of(processes)
 
 
+def shared_seed(processes: Any) -> int:
+    """The seed of an unseeded DDP run (see :func:`scriba.trainer.cluster.shared_seed`)."""
+    from scriba.trainer.cluster import shared_seed as draw
+
+    return draw(processes)
+
+
 def quiet_other_ranks(rank: int) -> None:
     """Leaves the warnings to rank 0 (the other processes read the same data with the same options); errors
     still show, whichever process has them."""

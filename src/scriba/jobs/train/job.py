@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -169,6 +169,9 @@ def train(
     # the run: configurations (a resumed run's own), output directory, machine, seeds
     g = g or GlobalConfig()
     procs = runtime.layout(g, runtime.parse_device(g.device)[1])
+    if procs.distributed and g.seed is None and not cfg.resume:
+        # every process must draw the same split and batch order
+        g = replace(g, seed=runtime.shared_seed(procs))
     if procs.launcher == "local":
         if callbacks:
             raise UsageError("callbacks cannot be passed to a run of several processes")
