@@ -169,6 +169,12 @@ def test_two_gpus_make_a_ddp_trainer_without_a_gpu(monkeypatch):
     assert isinstance(kw["strategy"], DDPStrategy)
     assert kw["strategy"]._ddp_kwargs["find_unused_parameters"] is True
 
+    from lightning.fabric.utilities import rank_zero as fabric_rank_zero
+    from lightning.pytorch.utilities import rank_zero
+
+    # the trainer sets the process-wide rank of Lightning's rank-zero helpers: give it back afterwards
+    monkeypatch.setattr(rank_zero.rank_zero_only, "rank", rank_zero.rank_zero_only.rank)
+    monkeypatch.setattr(fabric_rank_zero.rank_zero_only, "rank", fabric_rank_zero.rank_zero_only.rank)
     monkeypatch.setattr(CUDAAccelerator, "is_available", staticmethod(lambda: True))
     monkeypatch.setattr(fabric_cuda, "num_cuda_devices", lambda: 2)
     monkeypatch.setattr("lightning.pytorch.accelerators.cuda.num_cuda_devices", lambda: 2)
