@@ -161,7 +161,7 @@ def test_two_gpus_make_a_ddp_trainer_without_a_gpu(monkeypatch):
 
     accelerator, devices = runtime.parse_device("cuda:0,cuda:1")
     assert (accelerator, devices) == ("gpu", [0, 1])
-    procs = runtime.layout(GlobalConfig(device="cuda:0,cuda:1"), devices)
+    procs = resolve_layout(None, 1, devices, env={})
     assert procs == Layout(2, 1, "local")
     child = Layout(2, 1, "child")
     kw = trainer_arguments(child, accelerator, devices, find_unused=True)

@@ -10,7 +10,9 @@ cluster environment. Nothing here imports torch at module level.
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -154,3 +156,31 @@ def process_rank(layout: Layout, env: dict[str, str] | None = None) -> int:
         return 0
     env = dict(os.environ if env is None else env)
     return int(env["SLURM_PROCID"] if layout.launcher == "slurm" else env.get("RANK", 0))
+
+
+def one_process_only(processes: int | None, num_nodes: int, devices: Any, command: str) -> None:
+    """Refuses a run of several processes (options or a torchrun/srun launch) for a job without DDP support,
+    instead of training the same model several times side by side into one directory."""
+    if resolve_layout(processes, num_nodes, devices).distributed:
+        raise UsageError(f"{command} runs in one process: drop --processes, the device list, or the launcher")
+
+
+def quiet_other_ranks(rank: int) -> None:
+    """Leaves the warnings to rank 0 (the other processes read the same data with the same options); errors
+    still show, whichever process has them."""
+    if rank:
+        root = logging.getLogger()
+        root.setLevel(logging.ERROR)
+        for handler in root.handlers:
+            handler.setLevel(max(handler.level, logging.ERROR))
+
+
+def announce(layout: Layout, batch_size: int, rank: int) -> None:
+    """Rank 0 of a DDP run says how many processes train on what global batch (``-B`` is per process)."""
+    if layout.distributed and rank == 0:
+        print(
+            f"DDP: {layout.world} processes ({layout.processes} per node on {layout.nodes} node(s)), "
+            f"-B {batch_size} each: global batch {batch_size * layout.world}",
+            file=sys.stderr,
+            flush=True,
+        )

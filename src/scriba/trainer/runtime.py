@@ -116,48 +116,6 @@ def parse_device(spec: str) -> tuple[str, Any]:
     raise UsageError(f"invalid device {spec!r}: use auto, cpu, mps, cuda:N or a list cuda:N,cuda:M")
 
 
-def one_process_only(g: GlobalConfig, command: str) -> None:
-    """Refuses a run of several processes (options or a torchrun/srun launch) for a job without DDP support,
-    instead of training the same model several times side by side into one directory."""
-    if layout(g, parse_device(g.device)[1]).distributed:
-        raise UsageError(f"{command} runs in one process: drop --processes, the device list, or the launcher")
-
-
-def process_rank(processes: Any) -> int:
-    """This process's global rank (0 outside DDP), known before the trainer is built."""
-    from scriba.trainer.cluster import process_rank as rank_of
-
-    return rank_of(processes)
-
-
-def shared_seed(processes: Any) -> int:
-    """The seed of an unseeded DDP run (see :func:`scriba.trainer.cluster.shared_seed`)."""
-    from scriba.trainer.cluster import shared_seed as draw
-
-    return draw(processes)
-
-
-def quiet_other_ranks(rank: int) -> None:
-    """Leaves the warnings to rank 0 (the other processes read the same data with the same options); errors
-    still show, whichever process has them."""
-    if rank:
-        root = logging.getLogger()
-        root.setLevel(logging.ERROR)
-        for handler in root.handlers:
-            handler.setLevel(max(handler.level, logging.ERROR))
-
-
-def announce_processes(processes: Any, batch_size: int, rank: int) -> None:
-    """Rank 0 of a DDP run says how many processes train on what global batch (``-B`` is per process)."""
-    if processes.distributed and rank == 0:
-        print(
-            f"DDP: {processes.world} processes ({processes.processes} per node on {processes.nodes} node(s)), "
-            f"-B {batch_size} each: global batch {batch_size * processes.world}",
-            file=sys.stderr,
-            flush=True,
-        )
-
-
 def setup_machine(g: GlobalConfig) -> tuple[str, Any]:
     """Sets torch's thread count and returns the accelerator and devices of ``g.device``."""
     import torch
@@ -168,13 +126,6 @@ def setup_machine(g: GlobalConfig) -> tuple[str, Any]:
         keep_freed_memory()
     torch.set_num_threads(max(1, g.num_threads))
     return accelerator, devices
-
-
-def layout(g: GlobalConfig, devices: Any) -> Any:
-    """The processes of the run (:func:`scriba.trainer.cluster.resolve_layout` for ``g``)."""
-    from scriba.trainer.cluster import resolve_layout
-
-    return resolve_layout(g.processes, g.num_nodes, devices)
 
 
 # glibc's mallopt parameters

@@ -22,7 +22,7 @@ from typing import Any
 
 from scriba.config import GlobalConfig, PretrainConfig
 from scriba.errors import UsageError
-from scriba.trainer import runtime
+from scriba.trainer import cluster, runtime
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ def pretrain(
 
     # the run: configurations (a resumed run's own), output directory, machine, seeds
     g = g or GlobalConfig()
-    runtime.one_process_only(g, "ketos pretrain")
+    cluster.one_process_only(g.processes, g.num_nodes, runtime.parse_device(g.device)[1], "ketos pretrain")
     ckpt: dict[str, Any] | None = None
     if cfg.resume:
         cfg, g, ckpt = runtime.restore_configs(cfg, g, key="pretrain_config", task="pretraining")

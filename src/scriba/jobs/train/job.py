@@ -16,7 +16,7 @@ from typing import Any
 
 from scriba.config import RESIZE_ALIASES, RESIZE_MODES, GlobalConfig, TrainConfig
 from scriba.errors import ScribaError, UsageError
-from scriba.trainer import runtime
+from scriba.trainer import cluster, runtime
 from scriba.trainer.runtime import PARTITION_FILE as PARTITION_FILE
 
 logger = logging.getLogger(__name__)
@@ -168,18 +168,18 @@ def train(
 
     # the run: configurations (a resumed run's own), output directory, machine, seeds
     g = g or GlobalConfig()
-    procs = runtime.layout(g, runtime.parse_device(g.device)[1])
+    procs = cluster.resolve_layout(g.processes, g.num_nodes, runtime.parse_device(g.device)[1])
     if procs.distributed and g.seed is None and not cfg.resume:
         # every process must draw the same split and batch order
-        g = replace(g, seed=runtime.shared_seed(procs))
+        g = replace(g, seed=cluster.shared_seed(procs))
     if procs.launcher == "local":
         if callbacks:
             raise UsageError("callbacks cannot be passed to a run of several processes")
         from scriba.trainer.launch import run_processes
 
         return TrainResult(**run_processes("scriba.jobs.train.job:train", cfg, g, procs, progress=progress))
-    rank = runtime.process_rank(procs)
-    runtime.quiet_other_ranks(rank)
+    rank = cluster.process_rank(procs)
+    cluster.quiet_other_ranks(rank)
     ckpt: dict[str, Any] | None = None
     if cfg.resume:
         cfg, g, ckpt = runtime.restore_configs(cfg, g, key="train_config", task="training")
@@ -281,7 +281,7 @@ def train(
     cbs.extend(callbacks)
 
     # fit, then convert the best checkpoint
-    runtime.announce_processes(procs, cfg.batch_size, rank)
+    cluster.announce(procs, cfg.batch_size, rank)
     trainer = runtime.build_trainer(
         cfg,
         g,
