@@ -442,3 +442,28 @@ def test_unseeded_local_run_hands_one_seed_to_its_processes(monkeypatch, tmp_pat
     assert result.output_dir == str(tmp_path)
     assert seen["name"] == "scriba.jobs.train.job:train" and seen["layout"] == Layout(2, 1, "local")
     assert isinstance(seen["seed"], int)
+
+
+def test_freeze_backbone_counts_the_lines_of_every_process_and_thaws_together():
+    from types import SimpleNamespace
+
+    import torch
+
+    from scriba.trainer.callbacks import FreezeBackbone
+
+    module = torch.nn.Module()
+    module.net = SimpleNamespace(nn=[torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)])
+    module.body, module.head = module.net.nn
+    decisions = []
+
+    def any_rank(flag, all=True):
+        decisions.append(flag)
+        return True  # another process has crossed the threshold
+
+    trainer = SimpleNamespace(world_size=2, strategy=SimpleNamespace(reduce_boolean_decision=any_rank))
+    cb = FreezeBackbone(20)
+    cb.on_train_start(trainer, module)
+    assert not module.body.weight.requires_grad and module.head.weight.requires_grad
+    cb.on_train_batch_end(trainer, module, None, {"seq_lens": [0] * 4}, 0)
+    assert cb.seen == 8  # 4 lines here, as many on the other process
+    assert decisions == [False] and module.body.weight.requires_grad  # thawed with the others
