@@ -209,6 +209,7 @@ def test_pretraining_refuses_several_processes():
         pretrain(PretrainConfig(training_data=["x"]), GlobalConfig(device="cpu", processes=2))
 
 
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log")
 def test_ctc_loss_stays_fp32_under_half_precision_autocast():
     import torch
 
