@@ -57,8 +57,10 @@ class LengthBucketSampler(Sampler):
         self.micro = micro_batch if micro_batch and micro_batch < batch_size else batch_size
         self.epoch = 0
         self._skip = 0
-        # whole batches of the epoch that ran before a resume with another number of processes
+        # whole batches of the epoch that ran before a resume with another number of processes, and the
+        # batches the training loop counts as done for them
         self._start = 0
+        self._offset = 0
         self.rank, self.world = 0, 1
         self.equal_steps = True
         # number of this epoch's batches that training has finished (set by the training loop)
@@ -103,6 +105,7 @@ class LengthBucketSampler(Sampler):
             self.epoch = epoch
             self._skip = 0
             self._start = 0
+            self._offset = 0
             self.consumed = 0
 
     def batches(self, epoch: int | None = None) -> list[list[int]]:
@@ -186,10 +189,11 @@ class LengthBucketSampler(Sampler):
 
     def state_dict(self) -> dict[str, int]:
         """Where training stands: a fully consumed epoch resumes at the start of the next one."""
-        if self.consumed >= len(self):
+        done = self.consumed - self._offset
+        if done >= len(self):
             state = {"epoch": self.epoch + 1, "skip": 0}
         else:
-            state = {"epoch": self.epoch, "skip": self.consumed}
+            state = {"epoch": self.epoch, "skip": done}
             if self._start:
                 state["start"] = self._start
         if self.world > 1:
@@ -203,10 +207,12 @@ class LengthBucketSampler(Sampler):
             # a run continued with another number of processes: each old process ran `skip` batches of its
             # own shard; restart at the first whole batch none of them had reached (a few lines run twice)
             start += skip // -(-self.batch_size // self.micro) * world
+            # the training loop goes on counting from its own restored position
+            self._offset = skip
             skip = 0
         self._start = start
         self._skip = skip
-        self.consumed = self._skip
+        self.consumed = self._skip + self._offset
 
     def padding_waste(self, epoch: int | None = None) -> float:
         """Fraction of the batched pixels that are padding (a figure for tests and benchmarks)."""
