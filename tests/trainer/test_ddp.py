@@ -209,6 +209,14 @@ def test_cli_options_and_experiment_file(tmp_path, capsys, monkeypatch):
     assert code == 2 and "--processes 3 does not match the 2 devices" in err
 
 
+def test_mps_refuses_several_processes():
+    from scriba.config import GlobalConfig, TrainConfig
+    from scriba.jobs.train.job import train
+
+    with pytest.raises(UsageError, match="mps"):
+        train(TrainConfig(training_data=["x"]), GlobalConfig(device="mps", processes=2))
+
+
 def test_pretraining_refuses_several_processes():
     from scriba.config import GlobalConfig, PretrainConfig
     from scriba.jobs.pretrain.job import pretrain

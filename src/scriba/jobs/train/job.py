@@ -168,7 +168,10 @@ def train(
 
     # the run: configurations (a resumed run's own), output directory, machine, seeds
     g = g or GlobalConfig()
-    procs = cluster.resolve_layout(g.processes, g.num_nodes, runtime.parse_device(g.device)[1])
+    accelerator, devices = runtime.parse_device(g.device)
+    procs = cluster.resolve_layout(g.processes, g.num_nodes, devices)
+    if procs.distributed and accelerator == "mps":
+        raise UsageError("several processes need CPUs (-d cpu) or CUDA GPUs; -d mps trains in one process")
     if procs.distributed and g.seed is None and not cfg.resume:
         # every process must draw the same split and batch order
         g = replace(g, seed=cluster.shared_seed(procs))
