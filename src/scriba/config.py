@@ -51,6 +51,9 @@ class GlobalConfig:
     precision: str = "auto"
     num_workers: int = 1
     num_threads: int = 1
+    # DDP processes on this node (each with num_threads threads); None: one per device of a device list, else 1
+    processes: int | None = None
+    num_nodes: int = 1
     seed: int | None = None
     deterministic: bool = False
     verbose: int = 0

@@ -309,7 +309,9 @@ def tuned(g: GlobalConfig) -> Iterator[Tuning]:
                            torch.is_deterministic_algorithms_warn_only_enabled())
     saved_benchmark = torch.backends.cudnn.benchmark
     saved_cublas = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
-    t = Tuning(features, threads, keep_freed_memory(), limit, layout)
+    # GPU steps keep their buffers on the device: the host heap is not where their time goes
+    on_gpu = g.device.startswith("cuda") or (g.device in ("auto", "") and torch.cuda.is_available())
+    t = Tuning(features, threads, False if on_gpu else keep_freed_memory(), limit, layout)
     torch.set_num_threads(threads)
     saved_layout = set_weight_gradient_layout(layout)
     _active.append(t)

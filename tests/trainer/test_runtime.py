@@ -19,8 +19,10 @@ def test_parse_device() -> None:
     assert runtime.parse_device("cpu") == ("cpu", 1)
     assert runtime.parse_device("cuda") == ("gpu", 1)
     assert runtime.parse_device("cuda:1") == ("gpu", [1])
-    with pytest.raises(UsageError, match="several devices"):
-        runtime.parse_device("cuda:0,cuda:1")
+    assert runtime.parse_device("cuda:0,cuda:1") == ("gpu", [0, 1])
+    assert runtime.parse_device("cuda:2, cuda:3") == ("gpu", [2, 3])
+    with pytest.raises(UsageError, match="twice"):
+        runtime.parse_device("cuda:0,cuda:0")
     with pytest.raises(UsageError, match="invalid device"):
         runtime.parse_device("tpu")
 

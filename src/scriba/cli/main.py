@@ -58,6 +58,11 @@ def _g(name: str):
               default=_g("weight_gradient_layout"),
               help="Memory layout of the convolutions' weight gradients on CPU (same values, other speed); "
               "auto: nchw on CPUs with AVX2 but no AVX-512, nhwc elsewhere.")
+@click.option("--processes", type=click.IntRange(1), default=_g("processes"),
+              help="DDP processes on this node (gloo with -d cpu, each with --threads threads); default: one per "
+              "device of a device list, else 1.")
+@click.option("--num-nodes", "num_nodes", type=click.IntRange(1), default=_g("num_nodes"),
+              help="Nodes of a multi-node run (launched by srun or torchrun on every node).")
 @click.option("-s", "--seed", type=int, default=_g("seed"), help="Seed for all random number generators.")
 @click.option("-r", "--deterministic/--no-deterministic", default=_g("deterministic"),
               help="Use deterministic algorithms (seed 42 when no seed is given).")

@@ -9,11 +9,19 @@ were consumed before an interruption.
 
 Batches are lists of ``(index, augmentation_seed)`` pairs when ``with_seeds`` is set, so that random
 augmentation is reproducible whichever worker process draws the sample.
+
+Under DDP (``set_shard(rank, world)``) every process computes the same epoch of whole batches and takes
+every ``world``-th one, so batches stay length-bucketed per process and each line is seen once per epoch.
+All processes must run the same number of steps (a process with one batch more would wait for the others
+forever in its gradient all-reduce), so the batches left over after the round-robin, and the one short
+batch, are pooled, sorted by width and cut into one near-equal part per process, each split into the same
+number of micro-batches.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from itertools import chain
 from typing import Any
 
 import torch
@@ -49,25 +57,93 @@ class LengthBucketSampler(Sampler):
         self.micro = micro_batch if micro_batch and micro_batch < batch_size else batch_size
         self.epoch = 0
         self._skip = 0
+        # whole batches of the epoch that ran before a resume with another number of processes, and the
+        # batches the training loop counts as done for them
+        self._start = 0
+        self._offset = 0
+        self.rank, self.world = 0, 1
+        self.equal_steps = True
         # number of this epoch's batches that training has finished (set by the training loop)
         self.consumed = 0
 
+    def set_shard(self, rank: int, world: int, *, equal_steps: bool = True) -> None:
+        """Makes this sampler serve process ``rank`` of ``world`` (DDP). Without ``equal_steps`` (validation,
+        where the processes do not synchronise per batch) the batches are simply dealt out, unchanged."""
+        if not 0 <= rank < world:
+            raise ValueError(f"rank {rank} is not one of {world} processes")
+        self.rank, self.world = int(rank), int(world)
+        self.equal_steps = equal_steps
+
     def __len__(self) -> int:
         n, b, m = len(self.widths), self.batch_size, self.micro
-        return (n // b) * -(-b // m) + -(-(n % b) // m)
+        if self._start:
+            # only after a resume with another number of processes: the short batch may be behind or ahead
+            return len(self.batches())
+        if self.world == 1:
+            return (n // b) * -(-b // m) + -(-(n % b) // m)
+        if not self.equal_steps:
+            return len(self.batches())
+        whole, tail = self._shard_sizes()
+        return whole * -(-b // m) + self._tail_pieces(tail)
+
+    def _shard_sizes(self) -> tuple[int, int]:
+        """Whole batches per process and lines in the pooled tail of an epoch."""
+        n, b = len(self.widths), self.batch_size
+        whole = n // b // self.world
+        tail = (n // b - whole * self.world) * b + n % b
+        if 0 < tail < self.world and whole:
+            # too few lines to go round: one round of whole batches joins them rather than repeat lines
+            whole, tail = whole - 1, tail + self.world * b
+        return whole, tail
+
+    def _tail_pieces(self, tail: int) -> int:
+        """Micro-batches of each process's share of a tail of ``tail`` lines (the same on every process)."""
+        return -(-max(1, -(-tail // self.world)) // self.micro) if tail else 0
 
     def set_epoch(self, epoch: int) -> None:
         if epoch != self.epoch:
             self.epoch = epoch
             self._skip = 0
+            self._start = 0
+            self._offset = 0
             self.consumed = 0
 
     def batches(self, epoch: int | None = None) -> list[list[int]]:
-        """All batches (micro-batches, if set) of an epoch, in order (indices only)."""
-        full = self._full_batches(self.epoch if epoch is None else epoch)
+        """This process's batches (micro-batches, if set) of an epoch, in order (indices only)."""
+        full = self._full_batches(self.epoch if epoch is None else epoch)[self._start :]
+        if self.world == 1:
+            return self._micro(full)
+        if not self.equal_steps:
+            return self._micro(full[self.rank :: self.world])
+        whole = [b for b in full if len(b) == self.batch_size]
+        short = [b for b in full if len(b) < self.batch_size]
+        dealt = len(whole) // self.world * self.world
+        if 0 < sum(map(len, whole[dealt:] + short)) < self.world and dealt:
+            dealt -= self.world  # as in _shard_sizes
+        rest = whole[dealt:] + short
+        out = self._micro(whole[self.rank : dealt : self.world])
+        pieces = self._tail_pieces(sum(len(b) for b in rest))
+        if pieces:
+            part = self._tail_part(rest)
+            out.extend(part[i * len(part) // pieces : (i + 1) * len(part) // pieces] for i in range(pieces))
+        return out
+
+    def _micro(self, batches: list[list[int]]) -> list[list[int]]:
         if self.micro >= self.batch_size:
-            return full
-        return [b[i : i + self.micro] for b in full for i in range(0, len(b), self.micro)]
+            return batches
+        return [b[i : i + self.micro] for b in batches for i in range(0, len(b), self.micro)]
+
+    def _tail_part(self, batches: list[list[int]]) -> list[int]:
+        """This process's near-equal share of the pooled leftover batches, widest lines first."""
+        lines = sorted(chain.from_iterable(batches), key=lambda i: (-int(self.widths[i]), i))
+        if not lines:
+            return []
+        if len(lines) < self.world:
+            # too few lines to go round: some are repeated rather than leave a process without a batch
+            lines = (lines * self.world)[: self.world]
+        k, r = divmod(len(lines), self.world)
+        start = self.rank * k + min(self.rank, r)
+        return lines[start : start + k + (self.rank < r)]
 
     def _full_batches(self, epoch: int) -> list[list[int]]:
         n = len(self.widths)
@@ -105,24 +181,38 @@ class LengthBucketSampler(Sampler):
         if not self.with_seeds:
             yield from batches[skip:]
             return
+        # one seed per line (not per position), so that a line's augmentation does not depend on the shard
         g = self._generator(self.epoch + 7919)
-        seeds = torch.randint(0, 2**62, (sum(len(b) for b in batches),), generator=g).tolist()
-        pos = 0
-        for i, b in enumerate(batches):
-            if i >= skip:
-                yield list(zip(b, seeds[pos : pos + len(b)]))
-            pos += len(b)
+        seeds = torch.randint(0, 2**62, (len(self.widths),), generator=g).tolist()
+        for b in batches[skip:]:
+            yield [(i, seeds[i]) for i in b]
 
     def state_dict(self) -> dict[str, int]:
         """Where training stands: a fully consumed epoch resumes at the start of the next one."""
-        if self.consumed >= len(self):
-            return {"epoch": self.epoch + 1, "skip": 0}
-        return {"epoch": self.epoch, "skip": self.consumed}
+        done = self.consumed - self._offset
+        if done >= len(self):
+            state = {"epoch": self.epoch + 1, "skip": 0}
+        else:
+            state = {"epoch": self.epoch, "skip": done}
+            if self._start:
+                state["start"] = self._start
+        if self.world > 1:
+            state["world"] = self.world
+        return state
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.epoch = int(state.get("epoch", 0))
-        self._skip = int(state.get("skip", 0))
-        self.consumed = self._skip
+        skip, start, world = int(state.get("skip", 0)), int(state.get("start", 0)), int(state.get("world", 1))
+        if world != self.world and skip:
+            # a run continued with another number of processes: each old process ran `skip` batches of its
+            # own shard; restart at the first whole batch none of them had reached (a few lines run twice)
+            start += skip // -(-self.batch_size // self.micro) * world
+            # the training loop goes on counting from its own restored position
+            self._offset = skip
+            skip = 0
+        self._start = start
+        self._skip = skip
+        self.consumed = self._skip + self._offset
 
     def padding_waste(self, epoch: int | None = None) -> float:
         """Fraction of the batched pixels that are padding (a figure for tests and benchmarks)."""

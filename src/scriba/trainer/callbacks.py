@@ -131,8 +131,15 @@ class FreezeBackbone(L.Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         if batch is not None:
-            self.seen += len(batch["seq_lens"])
-        if self.frozen and self.seen >= self.samples:
+            # DDP: every process sees its share of the global batch; count the lines of all of them
+            self.seen += len(batch["seq_lens"]) * trainer.world_size
+        if not self.frozen:
+            return
+        thaw = self.seen >= self.samples
+        if trainer.world_size > 1:
+            # the shares of the last batches differ by a line: all processes must thaw at the same step
+            thaw = trainer.strategy.reduce_boolean_decision(thaw, all=False)
+        if thaw:
             self._set(pl_module, False)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -206,8 +213,20 @@ class RunState(L.Callback):
         if callable(old):
             old(signal.SIGTERM, None)
 
+    def _stop_together(self, trainer: L.Trainer) -> None:
+        """DDP: at a point every process reaches, all of them stop if any was signalled. Lightning's own
+        handler broadcasts from inside the signal handler, out of step with the other processes, and its
+        loops stop a process as soon as its own flag is set: processes signalled a batch apart would wait
+        for each other forever."""
+        if trainer.strategy.reduce_boolean_decision(self._deferred, all=False):
+            self._deferred = False
+            trainer._signal_connector.received_sigterm = True
+
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._deferred and _window_closed(trainer):
+        if trainer.world_size > 1:
+            if trainer.state.fn == "fit" and _window_closed(trainer):
+                self._stop_together(trainer)
+        elif self._deferred and _window_closed(trainer):
             self._deferred = False
             self._notify_lightning()
 
@@ -223,6 +242,8 @@ class RunState(L.Callback):
         if self._restore is not None:
             _set_rng_state(self._restore)
             self._restore = None
+        if trainer.world_size > 1:
+            _seed_per_rank(trainer.global_rank)
 
     def _restore_signals(self) -> None:
         for signum, old in self._old_handlers.items():
@@ -257,7 +278,10 @@ class RunState(L.Callback):
         self._in_batch = False
         if self.sampler is not None:
             self.sampler.consumed = batch_idx + 1
-        if self._deferred and not trainer.validating and _window_closed(trainer):
+        if trainer.world_size > 1:
+            if _window_closed(trainer):
+                self._stop_together(trainer)
+        elif self._deferred and not trainer.validating and _window_closed(trainer):
             self._deferred = False
             self._notify_lightning()
 
@@ -273,6 +297,14 @@ class RunState(L.Callback):
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if not self._training:
+            return
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        if trainer.world_size > 1 and not isinstance(exception, SIGTERMException):
+            # only a signal stops every process at the same batch; after a failure in one process the others
+            # are stuck in a collective operation and writing a checkpoint would wait for them
+            if trainer.global_rank == 0:
+                logger.error("training failed (%s); continue from the last checkpoint", type(exception).__name__)
             return
         path = self.directory / ABORT_CHECKPOINT
         try:
@@ -293,6 +325,16 @@ def _window_closed(trainer: L.Trainer) -> bool:
     loop = trainer.fit_loop.epoch_loop
     done = loop.batch_progress.current.ready
     return (loop.total_batch_idx + 1) % accum == 0 or done >= trainer.num_training_batches
+
+
+def _seed_per_rank(rank: int) -> None:
+    """Gives each DDP process its own dropout stream, derived from the common RNG state: seeded runs stay
+    reproducible, and the initial weights (drawn before, and broadcast by DDP anyway) stay the same."""
+    base = int(torch.randint(0, 2**31, (1,)).item())
+    seed = base * 1_000_003 + rank
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
 
 
 def _get_rng_state() -> dict[str, Any]:

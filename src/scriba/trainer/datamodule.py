@@ -222,7 +222,11 @@ class StatefulLoader(DataLoader):
 
 
 class LineDataModule(L.LightningDataModule):
-    """Train and validation loaders over ready datasets (build them with :func:`collect_lines`)."""
+    """Train and validation loaders over ready datasets (build them with :func:`collect_lines`).
+
+    Under DDP each process's loaders serve its shard (see :class:`LengthBucketSampler`): every process
+    holds all lines but loads only its own; ``rank`` and ``world`` come from the trainer in :meth:`setup`.
+    """
 
     def __init__(
         self,
@@ -263,6 +267,19 @@ class LineDataModule(L.LightningDataModule):
         )
         self._train_loader: StatefulLoader | None = None
         self._val_loader: DataLoader | None = None
+        self.rank, self.world = 0, 1
+
+    def setup(self, stage: str) -> None:
+        trainer = self.trainer
+        if trainer is None or trainer.world_size <= 1:
+            return
+        self.rank, self.world = trainer.global_rank, trainer.world_size
+        if len(self.val_set) < self.world or len(self.train_set) < self.world:
+            raise UsageError(
+                f"{self.world} processes need at least as many training and validation lines "
+                f"({len(self.train_set)} and {len(self.val_set)})"
+            )
+        self.train_sampler.set_shard(self.rank, self.world, equal_steps=False)
 
     def _kwargs(self, workers: int) -> dict[str, Any]:
         return {
@@ -287,6 +304,8 @@ class LineDataModule(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         if self._val_loader is None:
             sampler = LengthBucketSampler(self.val_set.estimated_widths(), self.val_batch_size, shuffle=False)
+            # the same batches as in one process, dealt out: the summed error counts are the same too
+            sampler.set_shard(self.rank, self.world, equal_steps=False)
             self._val_loader = DataLoader(
                 _Tolerant(self.val_set),
                 batch_sampler=sampler,

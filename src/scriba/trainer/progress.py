@@ -41,6 +41,8 @@ class ProgressReporter(L.Callback):
         self._train_time = 0.0
         self._t0: float | None = None
         self.lines_per_second: list[float] = []
+        # set on the other processes of a DDP run: rank 0 reports
+        self.quiet = False
 
     # -- helpers -----------------------------------------------------------------------------------------------
 
@@ -66,6 +68,9 @@ class ProgressReporter(L.Callback):
     # -- hooks -------------------------------------------------------------------------------------------------
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_rank != 0:
+            self.use_rich = False
+            self.quiet = True
         if not self.use_rich:
             return
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -106,7 +111,8 @@ class ProgressReporter(L.Callback):
             self._train_time += time.perf_counter() - self._t0
             self._t0 = None
         if batch is not None:
-            self._lines += len(batch["seq_lens"])
+            # under DDP every process trains as many lines at the same pace: the rate is of all of them
+            self._lines += len(batch["seq_lens"]) * trainer.world_size
         if self._progress is not None and self._task is not None:
             self._progress.update(self._task, advance=1, **self._fields(trainer))
 
@@ -119,6 +125,8 @@ class ProgressReporter(L.Callback):
         if self._progress is not None:
             if self._task is not None:
                 self._progress.update(self._task, **self._fields(trainer))
+            return
+        if self.quiet:
             return
         parts = [f"epoch {trainer.current_epoch}"]
         for name in (self.loss, *self.metrics):

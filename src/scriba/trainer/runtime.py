@@ -59,8 +59,8 @@ def restore_configs(cfg: C, g: GlobalConfig, *, key: str, task: str) -> tuple[C,
     """The configurations stored in the checkpoint ``cfg.resume`` under ``key`` (e.g. ``train_config``).
 
     Everything comes from the checkpoint except the machine settings of ``g`` (device, workers, threads,
-    verbosity, cache budget, micro-batches, weight-gradient layout): they follow the machine the run
-    continues on. Returns the configurations and the
+    verbosity, cache budget, micro-batches, weight-gradient layout, processes, nodes): they follow the machine
+    the run continues on. Returns the configurations and the
     checkpoint; ``task`` (``training``) names the kind of checkpoint in the error for a foreign file.
     """
     from scriba.weights.checkpoint import read_checkpoint_dict
@@ -74,7 +74,8 @@ def restore_configs(cfg: C, g: GlobalConfig, *, key: str, task: str) -> tuple[C,
     stored.update(resume=resume, load=None)
     gd = dict(entry.get("global_config") or {})
     gd.update(device=g.device, num_workers=g.num_workers, num_threads=g.num_threads, verbose=g.verbose,
-              cache_mb=g.cache_mb, micro_batch=g.micro_batch, weight_gradient_layout=g.weight_gradient_layout)
+              cache_mb=g.cache_mb, micro_batch=g.micro_batch, weight_gradient_layout=g.weight_gradient_layout,
+              processes=g.processes, num_nodes=g.num_nodes)
     return build(type(cfg), stored), build(GlobalConfig, gd), ckpt
 
 
@@ -92,20 +93,22 @@ def prepare_output(path: str) -> Path:
 
 
 def parse_device(spec: str) -> tuple[str, Any]:
-    """``--device`` (``auto``, ``cpu``, ``mps``, ``cuda``, ``cuda:N``) as Lightning's accelerator and devices."""
+    """``--device`` (``auto``, ``cpu``, ``mps``, ``cuda``, ``cuda:N``, a list ``cuda:0,cuda:1`` for DDP) as
+    Lightning's accelerator and devices."""
     spec = (spec or "auto").strip()
     if spec == "auto":
         return "auto", 1
     if spec in ("cpu", "mps"):
         return spec, 1
     parts = [p.strip() for p in spec.split(",") if p.strip()]
-    if all(p.startswith("cuda:") and p[5:].isdigit() for p in parts):
-        if len(parts) > 1:
-            raise UsageError(f"training on several devices is not supported ({spec}); pick one, e.g. {parts[0]}")
-        return "gpu", [int(parts[0][5:])]
+    if parts and all(p.startswith("cuda:") and p[5:].isdigit() for p in parts):
+        ids = [int(p[5:]) for p in parts]
+        if len(set(ids)) != len(ids):
+            raise UsageError(f"device {spec!r} names a GPU twice")
+        return "gpu", ids
     if spec == "cuda":
         return "gpu", 1
-    raise UsageError(f"invalid device {spec!r}: use auto, cpu, mps or cuda:N")
+    raise UsageError(f"invalid device {spec!r}: use auto, cpu, mps, cuda:N or a list cuda:N,cuda:M")
 
 
 def seed_run(g: GlobalConfig, data_info: dict[str, Any]) -> tuple[int | None, int]:
@@ -260,10 +263,16 @@ def build_trainer(
     min_epochs: int | None,
     accumulate_grad_batches: int,
     task: str = "train",
+    processes: Any = None,
+    find_unused: bool = False,
 ) -> Any:
     """The Lightning trainer for ``cfg``'s run length (``--quit``, ``--epochs``), validation frequency
-    (``--freq``), clipping and ``--logger``; Lightning's own output is quieted."""
+    (``--freq``), clipping and ``--logger``; Lightning's own output is quieted. ``processes`` (a
+    :class:`~scriba.trainer.cluster.Layout`) makes it a DDP trainer; ``find_unused`` is for runs whose
+    parameters are frozen for a while."""
     import lightning as L
+
+    from scriba.trainer.cluster import Layout, trainer_arguments
 
     pl_logger: Any = False
     if cfg.pl_logger == "tensorboard":
@@ -282,7 +291,7 @@ def build_trainer(
     quiet_lightning()
     return L.Trainer(
         accelerator=accelerator,
-        devices=devices,
+        **trainer_arguments(processes or Layout(), accelerator, devices, find_unused=find_unused),
         precision=machine.resolve_precision(g, accelerator, task=task),  # type: ignore[arg-type]
         max_epochs=max_epochs,
         min_epochs=min_epochs,
@@ -340,6 +349,7 @@ def quiet_lightning() -> None:
         "lightning.pytorch.accelerators.cuda",
         "lightning.fabric.utilities.seed",
         "lightning.pytorch.trainer.connectors.signal_connector",
+        "lightning.fabric.utilities.distributed",
     ):
         machine.set_logger_level(name, logging.WARNING)
     for message in (
@@ -350,5 +360,9 @@ def quiet_lightning() -> None:
         ".*treespec, LeafSpec.*",
         ".*exists and is not empty.*",
         ".*resuming from a checkpoint that ended before the epoch ended.*",
+        # DDP: the validation figures are reduced by the module itself and equal on every process
+        ".*sync_dist=True.*",
+        # oneDNN returns some weight gradients in another memory layout; DDP copies them into its buckets
+        ".*Grad strides do not match bucket view strides.*",
     ):
         machine.ignore_warnings(message)

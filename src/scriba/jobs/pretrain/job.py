@@ -24,7 +24,7 @@ from typing import Any
 from scriba import machine
 from scriba.config import GlobalConfig, PretrainConfig
 from scriba.errors import UsageError
-from scriba.trainer import runtime
+from scriba.trainer import cluster, runtime
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +106,7 @@ def pretrain(
     :func:`scriba.machine.tuned`.
     """
     g = g or GlobalConfig()
+    cluster.one_process_only(g.processes, g.num_nodes, runtime.parse_device(g.device)[1], "ketos pretrain")
     ckpt: dict[str, Any] | None = None
     if cfg.resume:
         cfg, g, ckpt = runtime.restore_configs(cfg, g, key="pretrain_config", task="pretraining")

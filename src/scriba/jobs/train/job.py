@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from scriba import machine
 from scriba.config import RESIZE_ALIASES, RESIZE_MODES, GlobalConfig, TrainConfig
 from scriba.errors import ScribaError, UsageError
-from scriba.trainer import runtime
+from scriba.trainer import cluster, runtime
 from scriba.trainer.runtime import PARTITION_FILE as PARTITION_FILE
 
 logger = logging.getLogger(__name__)
@@ -138,11 +138,24 @@ def train(
     :func:`scriba.machine.tuned`.
     """
     g = g or GlobalConfig()
+    accelerator, devices = runtime.parse_device(g.device)
+    procs = cluster.resolve_layout(g.processes, g.num_nodes, devices)
+    if procs.distributed and accelerator == "mps":
+        raise UsageError("several processes need CPUs (-d cpu) or CUDA GPUs; -d mps trains in one process")
+    if procs.distributed and g.seed is None and not cfg.resume:
+        # every process must draw the same split and batch order
+        g = replace(g, seed=cluster.shared_seed(procs))
+    if procs.launcher == "local":
+        if callbacks:
+            raise UsageError("callbacks cannot be passed to a run of several processes")
+        from scriba.trainer.launch import run_processes
+
+        return TrainResult(**run_processes("scriba.jobs.train.job:train", cfg, g, procs, progress=progress))
     ckpt: dict[str, Any] | None = None
     if cfg.resume:
         cfg, g, ckpt = runtime.restore_configs(cfg, g, key="train_config", task="training")
     with machine.tuned(g) as m:
-        return _train(cfg, g, ckpt, m, callbacks, progress)
+        return _train(cfg, g, ckpt, m, procs, callbacks, progress)
 
 
 def _train(
@@ -150,6 +163,7 @@ def _train(
     g: GlobalConfig,
     ckpt: dict[str, Any] | None,
     m: machine.Tuning,
+    procs: Any,
     callbacks: Sequence[Any],
     progress: bool | None,
 ) -> TrainResult:
@@ -163,6 +177,8 @@ def _train(
     from scriba.trainer.progress import ProgressReporter
 
     # the run: configurations (a resumed run's own), output directory, device, seeds
+    rank = cluster.process_rank(procs)
+    cluster.quiet_other_ranks(rank)
     cfg = _check_config(cfg)
     out = runtime.prepare_output(cfg.checkpoint_path)
     accelerator, devices = runtime.parse_device(g.device)
@@ -203,7 +219,7 @@ def _train(
     if ckpt is None:
         runtime.describe_lines(net, lines.seg_type, cfg.legacy_polygons, train_ds)
     runtime.record_data(data_info, sampler_seed, lines, train_ds, val_ds)
-    split_file = runtime.write_split(out, lines.split)
+    split_file = runtime.write_split(out, lines.split) if rank == 0 else None
 
     # the Lightning module and data module; large lines on CPU run as micro-batches
     info = {"train_config": asdict(cfg), "global_config": asdict(g), "data": data_info}
@@ -214,8 +230,11 @@ def _train(
     on_gpu = machine.uses_gpu(accelerator)
     widths = train_ds.estimated_widths()
     micro = cfg.batch_size if on_gpu else machine.micro_batch(g, cfg.batch_size, net.input[2], widths, m.features)
+    # DDP averages the gradients of the processes; the loss is a sum over lines, so scaling it by the number
+    # of processes gives the gradient of one process running the global batch (clipping, rates unchanged)
+    module.loss_scale = float(procs.world)
     if micro < cfg.batch_size:
-        module.loss_scale = float(cfg.batch_size // micro)
+        module.loss_scale *= float(cfg.batch_size // micro)
         logger.info(
             "batches of %d lines run as %d micro-batches of %d (faster on CPU)",
             cfg.batch_size,
@@ -259,6 +278,7 @@ def _train(
     cbs.extend(callbacks)
 
     # fit, then convert the best checkpoint
+    cluster.announce(procs, cfg.batch_size, rank)
     trainer = runtime.build_trainer(
         cfg,
         g,
@@ -269,6 +289,8 @@ def _train(
         logger_name="ketos_train",
         min_epochs=cfg.min_epochs,
         accumulate_grad_batches=cfg.accumulate_grad_batches * (cfg.batch_size // micro),
+        processes=procs,
+        find_unused=cfg.freeze_backbone > 0,
     )
     module.info["machine"] = m.report(ckpt, precision=str(trainer.precision), micro_batch=micro)
     result = TrainResult(output_dir=str(out), split_file=split_file, train_lines=len(train_ds), val_lines=len(val_ds))
@@ -279,7 +301,8 @@ def _train(
         logger.warning("training interrupted; continue with: ketos train --resume %s", result.abort_checkpoint)
         return result
     result.stopped = runtime.stop_reason(cfg, trainer, early)
-    _finish(result, ckpt_cb, cfg, out)
+    if rank == 0:
+        _finish(result, ckpt_cb, cfg, out)
     return result
 
 

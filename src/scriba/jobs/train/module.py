@@ -48,6 +48,21 @@ HYPER_PARAMS = (
 )
 
 
+# the integer fields of a Tally that DDP validation sums over the processes
+REDUCED_COUNTS = (
+    "lines_seen",
+    "chars",
+    "errors",
+    "ci_chars",
+    "ci_errors",
+    "words",
+    "word_errors",
+    "insertions",
+    "deletions",
+    "substitutions",
+)
+
+
 class RecognitionModule(L.LightningModule):
     """Trains ``net`` (a :class:`~scriba.vgsl.RecognitionModel`) with CTC.
 
@@ -96,13 +111,26 @@ class RecognitionModule(L.LightningModule):
 
     # -- training ----------------------------------------------------------------------------------------------
 
+    def _distributed(self) -> bool:
+        return self._trainer is not None and self.trainer.world_size > 1
+
+    def _no_update(self) -> torch.Tensor | None:
+        """What a step without a usable batch returns: nothing in one process (Lightning skips the step); under
+        DDP a zero loss over every trainable parameter, because the other processes wait for this one's
+        gradients in their all-reduce."""
+        if not self._distributed():
+            return None
+        return sum((p.sum() * 0.0 for p in self.parameters() if p.requires_grad), torch.zeros((), device=self.device))
+
     def training_step(self, batch: dict[str, Any] | None, batch_idx: int) -> torch.Tensor | None:
         if batch is None:
-            return None
+            return self._no_update()
         logits, lens = self._logits(batch)
-        logp = logits.float().log_softmax(1).permute(2, 0, 1)
-        # kraken sums over the batch; keeping that keeps learning rates and gradient clipping comparable
-        loss = self.ctc(logp, batch["labels"], lens, batch["label_lens"])
+        # CTC in fp32 outside autocast: with 16-mixed its sums over long lines overflow half precision
+        with torch.autocast(self.device.type, enabled=False):
+            logp = logits.float().log_softmax(1).permute(2, 0, 1)
+            # kraken sums over the batch; keeping that keeps learning rates and gradient clipping comparable
+            loss = self.ctc(logp, batch["labels"], lens, batch["label_lens"])
         n = len(batch["seq_lens"])
         if not torch.isfinite(loss):
             self.nonfinite += 1
@@ -118,7 +146,7 @@ class RecognitionModule(L.LightningModule):
                     f"the loss was NaN or infinite for {self.nonfinite} batches in a row: training diverged "
                     f"(try a lower --lrate or a --warmup)"
                 )
-            return None
+            return self._no_update()
         self.nonfinite = 0
         value = float(loss.detach()) / n
         self._loss_sum += value * n
@@ -153,9 +181,29 @@ class RecognitionModule(L.LightningModule):
                 text = self.pred_transform(text)
             self._tally.add(ref, text)
 
+    def _reduce(self, tally: Tally) -> tuple[Tally, float, int]:
+        """Under DDP the counts of every process summed (not their accuracies averaged), so that the figures
+        are those of one process validating every line; with the training loss since the last validation."""
+        loss_sum, loss_lines = self._loss_sum, self._loss_lines
+        if not self._distributed():
+            return tally, loss_sum, loss_lines
+        counts = torch.tensor(
+            [float(getattr(tally, k)) for k in REDUCED_COUNTS] + [loss_sum, float(loss_lines)],
+            dtype=torch.float64,
+            device=self.device,
+        )
+        counts = self.trainer.strategy.reduce(counts, reduce_op="sum")
+        values = counts.cpu().tolist()
+        for k, v in zip(REDUCED_COUNTS, values):
+            setattr(tally, k, int(round(v)))
+        return tally, values[-2], int(round(values[-1]))
+
     def on_validation_epoch_end(self) -> None:
         tally, self._tally = self._tally, None
-        if tally is None or tally.lines_seen == 0 or self.trainer.sanity_checking:
+        if tally is None or self.trainer.sanity_checking:
+            return
+        tally, loss_sum, loss_lines = self._reduce(tally)
+        if tally.lines_seen == 0:
             return
         acc, wacc = float(tally.char_accuracy), float(tally.word_accuracy)
         self.log("val_accuracy", acc, prog_bar=True)
@@ -165,7 +213,7 @@ class RecognitionModule(L.LightningModule):
         done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
         total = trainer.num_training_batches
         frac = done / total if isinstance(total, int) and total > 0 else 1.0
-        train_loss = self._loss_sum / self._loss_lines if self._loss_lines else None
+        train_loss = loss_sum / loss_lines if loss_lines else None
         self._loss_sum, self._loss_lines = 0.0, 0
         lr = None
         if trainer.optimizers:

@@ -1,0 +1,42 @@
+"""The GPU and DDP benchmark sections run (smoke mode, on CPU), so that they cannot rot before a GPU runs them."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from shared_paths import SHARED_DATA
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(args: list[str], timeout: float) -> subprocess.CompletedProcess:
+    if not (SHARED_DATA / "froc_mss" / "splits" / "train.lst").is_file():
+        pytest.skip("froc_mss is not in ../shared/data")
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), SCRIBA_SHARED_DATA=str(SHARED_DATA))
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def test_gpu_section_smoke_on_cpu(tmp_path):
+    out = tmp_path / "gpu.md"
+    run = _run([str(ROOT / "bench" / "gpu.py"), "--smoke", "-d", "cpu", "--out", str(out)], 300)
+    assert run.returncode == 0, run.stderr
+    rows = re.findall(r"^\| (\d+) \| (\S+) \| \d+ \| ([0-9.]+) \| ([0-9.]+) % \|", out.read_text(), re.M)
+    assert [(b, p) for b, p, _, _ in rows] == [("2", "32-true"), ("4", "bf16-mixed")]
+    assert all(float(rate) > 0 and 0 <= float(share) < 100 for _, _, rate, share in rows)
+    assert (tmp_path / "gpu.json").is_file()
+
+
+@pytest.mark.slow
+def test_ddp_section_smoke(tmp_path):
+    out = tmp_path / "ddp.md"
+    run = _run([str(ROOT / "bench" / "ddp.py"), "--smoke", "--out", str(out)], 600)
+    assert run.returncode == 0, run.stderr
+    text = out.read_text()
+    assert "2 processes x 1 thread, -B 2" in text and "1 process x 2 threads, -B 4" in text
+    assert "failed" not in text and "points apart" in text
