@@ -272,11 +272,14 @@ class RunState(L.Callback):
     # -- failures ----------------------------------------------------------------------------------------------
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        if not self._training:
+        from scriba.weights.atomic import DiskFullError
+
+        if not self._training or isinstance(exception, DiskFullError):
+            # a full disk has no room for the abort checkpoint either: the last good ones stay as they are
             return
         path = self.directory / ABORT_CHECKPOINT
         try:
-            trainer.save_checkpoint(str(path))
+            trainer.save_checkpoint(str(path), weights_only=False)
         except Exception as exc:  # noqa: BLE001 - the original failure matters more than this one
             logger.error("could not write %s: %s", path, exc)
             return

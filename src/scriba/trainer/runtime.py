@@ -78,7 +78,10 @@ def restore_configs(cfg: C, g: GlobalConfig, *, key: str, task: str) -> tuple[C,
 
 
 def prepare_output(path: str) -> Path:
-    """Creates the output directory and checks that it can be written (a :class:`ScribaError` if not)."""
+    """Creates the output directory and checks that it can be written (a :class:`ScribaError` if not); the
+    temporaries a killed run left there are removed (and named)."""
+    from scriba.weights.atomic import remove_stale
+
     out = Path(path)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -87,6 +90,7 @@ def prepare_output(path: str) -> Path:
         probe.unlink()
     except OSError as exc:
         raise ScribaError(f"output directory cannot be written ({exc.strerror or exc})", path=str(out)) from None
+    remove_stale(out)
     return out
 
 
@@ -351,6 +355,8 @@ def build_trainer(
     )
     max_epochs = cfg.epochs if cfg.quit == "fixed" or (cfg.quit == "aneal" and cfg.epochs > 0) else -1
     quiet_lightning()
+    from scriba.trainer.checkpoint_io import AtomicCheckpointIO
+
     return L.Trainer(
         accelerator=accelerator,
         devices=devices,
@@ -368,6 +374,7 @@ def build_trainer(
         deterministic="warn" if g.deterministic else None,
         use_distributed_sampler=False,
         default_root_dir=str(out),
+        plugins=[AtomicCheckpointIO()],
         **val_kw,
     )
 
