@@ -21,6 +21,7 @@ import lightning as L
 import numpy as np
 import torch
 
+from scriba.errors import ScribaError
 from scriba.trainer.optim import LRSchedule
 
 logger = logging.getLogger(__name__)
@@ -145,6 +146,15 @@ class FreezeBackbone(L.Callback):
         self.seen = int(state_dict.get("seen", 0))
 
 
+class Diverged(ScribaError):
+    """The loss stayed NaN or infinite: no checkpoint of the diverged weights is written."""
+
+
+def weights_finite(pl_module: L.LightningModule) -> bool:
+    """Whether every parameter of ``pl_module`` is finite (a diverged run's are not)."""
+    return all(bool(torch.isfinite(p).all()) for p in pl_module.parameters())
+
+
 class Interrupted(Exception):
     """Training was stopped by Ctrl-C or SIGTERM after writing the abort checkpoint."""
 
@@ -164,8 +174,11 @@ class RunState(L.Callback):
       deterministic run draws the same dropout masks as an uninterrupted one.
     - Ctrl-C and SIGTERM: the first one asks Lightning to stop at the end of the current training batch (its
       SIGTERM mechanism; during validation, once validation is complete); the exception that follows writes
-      ``checkpoint_abort.ckpt``. A second Ctrl-C aborts at once.
-    - Any other exception during fitting writes the abort checkpoint too, then propagates.
+      ``checkpoint_abort.ckpt``. A second Ctrl-C stops at once (:class:`Interrupted`): during a training
+      batch the abort checkpoint holds the state from the start of the batch; during validation none is
+      written (the run continues from ``checkpoint_last.ckpt``).
+    - Any other exception during fitting writes the abort checkpoint too, then propagates; not a full disk
+      (no room for it) and not NaN weights (:class:`Diverged`: a resume would start from them).
     """
 
     def __init__(self, directory: str | os.PathLike[str], sampler: Any = None) -> None:
@@ -187,12 +200,15 @@ class RunState(L.Callback):
         if self.signal_name is None:
             self.signal_name = signal.Signals(signum).name
             logger.warning(
-                "%s received: saving %s at the end of this batch (Ctrl-C again to abort)",
+                "%s received: saving %s at the end of this batch%s",
                 self.signal_name,
                 ABORT_CHECKPOINT,
+                " (Ctrl-C again to stop at once)" if signum == signal.SIGINT else "",
             )
         elif signum == signal.SIGINT:
-            raise KeyboardInterrupt
+            # not KeyboardInterrupt: Lightning answers that with exit(1) and no word; this one reaches the job,
+            # which names the checkpoint to resume from and exits 130
+            raise Interrupted(None, "SIGINT")
         if self._trainer is not None:
             # stop only where a checkpoint holds everything: after a complete validation run, and after an
             # optimizer step (gradients accumulated so far are not saved)
@@ -276,6 +292,15 @@ class RunState(L.Callback):
 
         if not self._training or isinstance(exception, DiskFullError):
             # a full disk has no room for the abort checkpoint either: the last good ones stay as they are
+            return
+        if isinstance(exception, Diverged):
+            return  # its message says that nothing was saved
+        if isinstance(exception, Interrupted) and trainer.validating:
+            # Lightning would resume such a checkpoint past the unfinished validation run: the job points to
+            # checkpoint_last.ckpt, written when the previous validation run ended
+            return
+        if not weights_finite(pl_module):
+            logger.error("the weights are NaN or infinite (training diverged): %s not written", ABORT_CHECKPOINT)
             return
         path = self.directory / ABORT_CHECKPOINT
         try:

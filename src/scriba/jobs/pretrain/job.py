@@ -201,7 +201,8 @@ def pretrain(
     runtime.record_run(result, trainer, module, run_state, reporter)
     if interrupted:
         result.stopped = "interrupted"
-        logger.warning("pretraining interrupted; continue with: ketos pretrain --resume %s", result.abort_checkpoint)
+        _finish(result, ckpt_cb, cfg, out)
+        logger.warning("pretraining interrupted; %s", runtime.resume_hint("pretrain", result.abort_checkpoint, out))
         return result
     result.stopped = runtime.stop_reason(cfg, trainer, early)
     _finish(result, ckpt_cb, cfg, out)

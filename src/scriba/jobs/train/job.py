@@ -161,7 +161,7 @@ def train(
     from scriba.data.transforms import LineTransform
     from scriba.jobs.train.module import RecognitionModule
     from scriba.text import TextTransform
-    from scriba.trainer.callbacks import FreezeBackbone, LRScheduleCallback, RunState
+    from scriba.trainer.callbacks import Diverged, FreezeBackbone, LRScheduleCallback, RunState
     from scriba.trainer.datamodule import LineDataModule, collect_lines, text_transform
     from scriba.trainer.optim import LRSchedule
     from scriba.trainer.progress import ProgressReporter
@@ -278,11 +278,19 @@ def train(
         accumulate_grad_batches=cfg.accumulate_grad_batches * (cfg.batch_size // micro),
     )
     result = TrainResult(output_dir=str(out), split_file=split_file, train_lines=len(train_ds), val_lines=len(val_ds))
-    interrupted = runtime.fit(trainer, module, dm, cfg.resume)
+    try:
+        interrupted = runtime.fit(trainer, module, dm, cfg.resume)
+    except Diverged as exc:
+        # the best weights of the finite part of the run are still worth having
+        runtime.record_run(result, trainer, module, run_state, reporter)
+        _finish(result, ckpt_cb, cfg, out)
+        kept = f"; the best weights so far are in {result.weights}" if result.weights else ""
+        raise Diverged(f"{exc}{kept}") from None
     runtime.record_run(result, trainer, module, run_state, reporter)
     if interrupted:
         result.stopped = "interrupted"
-        logger.warning("training interrupted; continue with: ketos train --resume %s", result.abort_checkpoint)
+        _finish(result, ckpt_cb, cfg, out)
+        logger.warning("training interrupted; %s", runtime.resume_hint("train", result.abort_checkpoint, out))
         return result
     result.stopped = runtime.stop_reason(cfg, trainer, early)
     _finish(result, ckpt_cb, cfg, out)
