@@ -94,6 +94,14 @@ def test_tensorboard_logger(synth, tmp_path):
     assert events and events[0].stat().st_size > 0
 
 
+def test_tensorboard_logs_go_to_the_output_directory_by_default(synth, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    train(tiny_config(synth, out, epochs=1, pl_logger="tensorboard"), tiny_global(), progress=False)
+    assert list((out / "logs").rglob("events.out.tfevents.*"))  # as --log-dir's help says
+    assert not (tmp_path / "ketos_train").exists()
+
+
 def test_freeze_backbone_keeps_all_but_output_layer(synth, tmp_path):
     before: dict[str, torch.Tensor] = {}
 
