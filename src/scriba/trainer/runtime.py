@@ -432,6 +432,21 @@ def stop_reason(cfg: Any, trainer: Any, early: Any) -> str:
     return cfg.quit if cfg.quit == "fixed" else "finished"
 
 
+def stop_message(reason: str, cfg: Any, trainer: Any, early: Any) -> str:
+    """The line that says why a run that was not interrupted ended (``reason`` from :func:`stop_reason`)."""
+    if reason == "early" and early is not None:
+        best = float(early.best_score)
+        return (
+            f"stopped: {early.monitor} did not improve for {early.patience} validation runs "
+            f"(--quit early, --lag {cfg.lag}, --min-delta {cfg.min_delta}); best {best:.4f}"
+        )
+    if reason == "aneal":
+        return "stopped: the learning rate schedule reached its floor (--quit aneal)"
+    if reason == "fixed":
+        return f"stopped: {cfg.epochs} epochs done (--quit fixed)"
+    return f"stopped after {trainer.current_epoch} epochs"
+
+
 def quiet_lightning() -> None:
     """Silences Lightning's info lines (GPU available, TPU...) and its warnings about our deliberate choices."""
     for name in (

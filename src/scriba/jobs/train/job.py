@@ -164,7 +164,7 @@ def train(
     from scriba.trainer.callbacks import Diverged, FreezeBackbone, LRScheduleCallback, RunState
     from scriba.trainer.datamodule import LineDataModule, collect_lines, text_transform
     from scriba.trainer.optim import LRSchedule
-    from scriba.trainer.progress import ProgressReporter
+    from scriba.trainer.progress import ProgressReporter, announce, start_lines
 
     # the run: configurations (a resumed run's own), output directory, machine, seeds
     g = g or GlobalConfig()
@@ -253,7 +253,6 @@ def train(
             lambda spe: LRSchedule.from_config(cfg, spe), monitor="val_accuracy", stop_when_annealed=cfg.quit == "aneal"
         ),
         run_state,
-        reporter,
     ]
     early = None
     if cfg.quit == "early":
@@ -263,6 +262,7 @@ def train(
         cbs.append(early)
     if cfg.freeze_backbone > 0:
         cbs.append(FreezeBackbone(cfg.freeze_backbone))
+    cbs.append(reporter)  # after early stopping: its epoch line shows the counter of the validation just done
     cbs.extend(callbacks)
 
     # fit, then convert the best checkpoint
@@ -278,6 +278,19 @@ def train(
         accumulate_grad_batches=cfg.accumulate_grad_batches * (cfg.batch_size // micro),
     )
     result = TrainResult(output_dir=str(out), split_file=split_file, train_lines=len(train_ds), val_lines=len(val_ds))
+    for line in start_lines(
+        trainer,
+        train_lines=len(train_ds),
+        val_lines=len(val_ds),
+        skipped=len(lines.skipped),
+        alphabet=len(codec.c2l),
+        output=str(out),
+        batch_size=cfg.batch_size,
+        accumulate=cfg.accumulate_grad_batches,
+        precision_asked=g.precision,
+        resumed=cfg.resume,
+    ):
+        announce(line)
     try:
         interrupted = runtime.fit(trainer, module, dm, cfg.resume)
     except Diverged as exc:
@@ -293,6 +306,7 @@ def train(
         logger.warning("training interrupted; %s", runtime.resume_hint("train", result.abort_checkpoint, out))
         return result
     result.stopped = runtime.stop_reason(cfg, trainer, early)
+    announce(runtime.stop_message(result.stopped, cfg, trainer, early))
     _finish(result, ckpt_cb, cfg, out)
     return result
 
