@@ -93,18 +93,24 @@ class ProgressReporter(L.Callback):
         self._lines = 0
         self._train_time = 0.0
         self._validated = False
-        if self._progress is not None:
-            total = trainer.num_training_batches
-            total = total if isinstance(total, int) else None
-            # the batch count of a resumed epoch comes with its first batch: Lightning's progress counters
-            # still hold the previous epoch's here
-            self._task = self._progress.add_task(
-                f"epoch {trainer.current_epoch}", total=total, completed=0, **self._fields(trainer)
-            )
+        self._new_task(trainer)
+
+    def _new_task(self, trainer: L.Trainer) -> None:
+        if self._progress is None:
+            return
+        total = trainer.num_training_batches
+        total = total if isinstance(total, int) else None
+        # the batches done come with each batch's index: Lightning's progress counters still hold the previous
+        # epoch's at its start
+        self._task = self._progress.add_task(
+            f"epoch {trainer.current_epoch}", total=total, completed=0, **self._fields(trainer)
+        )
 
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
+        if self._task is None:  # a run resumed within an epoch: Lightning skips on_train_epoch_start
+            self._new_task(trainer)
         self._t0 = time.perf_counter()
 
     def on_train_batch_end(

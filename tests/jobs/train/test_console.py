@@ -65,3 +65,20 @@ def test_the_bar_counts_the_batches_of_its_own_epoch(synth, tmp_path):
     spy = BarSpy()
     train(tiny_config(synth, tmp_path, epochs=3), tiny_global(), callbacks=[spy], progress=True)
     assert spy.counts == [(4, 4)] * 3  # 32 lines in batches of 8
+
+
+def test_a_run_resumed_within_an_epoch_gets_its_bar(synth, tmp_path):
+    import os
+    import signal
+
+    from scriba.config import TrainConfig
+
+    class SigintAt(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if trainer.current_epoch == 1 and batch_idx == 1:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    r = train(tiny_config(synth, tmp_path, epochs=3), tiny_global(), callbacks=[SigintAt()], progress=False)
+    spy = BarSpy()
+    train(TrainConfig(resume=r.abort_checkpoint), tiny_global(), callbacks=[spy], progress=True)
+    assert spy.counts == [(4, 4)] * 2  # Lightning skips on_train_epoch_start of the resumed epoch
