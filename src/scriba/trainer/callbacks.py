@@ -156,12 +156,12 @@ def weights_finite(pl_module: L.LightningModule) -> bool:
 
 
 class Interrupted(Exception):
-    """Training was stopped by Ctrl-C or SIGTERM after writing the abort checkpoint."""
+    """Training was stopped at once by a second Ctrl-C (the abort checkpoint, if any, is written after it)."""
 
     def __init__(self, checkpoint: str | None, signame: str) -> None:
         self.checkpoint = checkpoint
         self.signame = signame
-        super().__init__(f"training interrupted by {signame}; state saved to {checkpoint}")
+        super().__init__(f"training interrupted by {signame}")
 
 
 class RunState(L.Callback):
@@ -305,6 +305,9 @@ class RunState(L.Callback):
         path = self.directory / ABORT_CHECKPOINT
         try:
             trainer.save_checkpoint(str(path), weights_only=False)
+        except Interrupted:
+            logger.warning("Ctrl-C again: %s not written", ABORT_CHECKPOINT)  # the old one, if any, is intact
+            return
         except Exception as exc:  # noqa: BLE001 - the original failure matters more than this one
             logger.error("could not write %s: %s", path, exc)
             return

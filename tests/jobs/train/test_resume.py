@@ -248,3 +248,22 @@ def test_cli_interrupted_exits_130_with_the_resume_line_and_best_weights(synth, 
         assert "SIGTERM received" in proc.stderr and "Ctrl-C" not in proc.stderr
     best = list(tmp_path.glob("best_*.safetensors"))
     assert len(best) == 1 and f"best model: {best[0]}" in proc.stdout
+
+
+def test_sigint_while_the_abort_checkpoint_is_written_keeps_the_last_checkpoint(synth, tmp_path, monkeypatch, caplog):
+    from scriba.weights import atomic
+
+    real = atomic.write_durably
+
+    def interrupted_write(path, data):
+        if str(path).endswith(ABORT_CHECKPOINT):
+            os.kill(os.getpid(), signal.SIGINT)  # the second Ctrl-C, while the first one's checkpoint is written
+        real(path, data)
+
+    monkeypatch.setattr(atomic, "write_durably", interrupted_write)
+    r = train(_cfg(synth, tmp_path), tiny_global(), callbacks=[SignalAt(1, 1, signal.SIGINT)], progress=False)
+    assert r.stopped == "interrupted" and r.abort_checkpoint is None
+    assert not (tmp_path / ABORT_CHECKPOINT).exists() and not list(tmp_path.glob(".*.tmp"))
+    messages = [rec.getMessage() for rec in caplog.records]
+    assert any(f"continue with: ketos train --resume {tmp_path / 'checkpoint_last.ckpt'}" in m for m in messages)
+    assert not any("None" in m for m in messages)
