@@ -90,3 +90,16 @@ def test_remove_stale_keeps_the_temporaries_of_live_processes(tmp_path: Path) ->
     (tmp_path / "best_0.9.safetensors").write_bytes(b"")
     assert remove_stale(tmp_path) == []
     assert sorted(os.listdir(tmp_path)) == sorted([mine.name, "best_0.9.safetensors"])
+
+
+def test_a_full_disk_under_atomic_path_is_one_line_naming_the_directory(tmp_path: Path) -> None:
+    from scriba.weights.atomic import atomic_path
+
+    target = tmp_path / "best_0.9000.safetensors"
+    target.write_bytes(b"old")
+    with pytest.raises(DiskFullError) as err:
+        with atomic_path(target) as tmp:
+            Path(tmp).write_bytes(b"part")
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert str(err.value).startswith(f"{tmp_path}: no space left for best_0.9000.safetensors (")
+    assert target.read_bytes() == b"old" and os.listdir(tmp_path) == [target.name]

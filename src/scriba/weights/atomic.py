@@ -50,6 +50,10 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[str]:
         # Some writers (safetensors among them) create their file 0600; give it the mode a plain open() would.
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
+    except OSError as exc:
+        if exc.errno in _FULL:
+            raise disk_full(target.parent, target.name, None) from None
+        raise
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
@@ -68,12 +72,13 @@ def free_bytes(directory: str | os.PathLike[str]) -> int | None:
     return st.f_bavail * st.f_frsize
 
 
-def disk_full(directory: str | os.PathLike[str], what: str, needed: int) -> DiskFullError:
+def disk_full(directory: str | os.PathLike[str], what: str, needed: int | None) -> DiskFullError:
     free = free_bytes(directory)
-    have = f", {megabytes(free)} free" if free is not None else ""
+    sizes = [f"it needs {megabytes(needed)}"] if needed is not None else []
+    if free is not None:
+        sizes.append(f"{megabytes(free)} free")
     return DiskFullError(
-        f"no space left for {what} (it needs {megabytes(needed)}{have}); earlier files there are kept",
-        path=str(directory),
+        f"no space left for {what} ({', '.join(sizes)}); earlier files there are kept", path=str(directory)
     )
 
 
