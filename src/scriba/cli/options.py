@@ -119,7 +119,8 @@ def optim_options(cls: type, *, warmup_type: type = int, min_delta_help: str | N
         click.option("--logger", "pl_logger", type=click.Choice(C.LOGGERS), default=None,
                      help="Logger to record losses, accuracies and learning rate."),
         click.option("--log-dir", type=click.Path(file_okay=False), default=None,
-                     help="Directory for the logger (default: <output>/logs)."),
+                     help="Directory for the logger's files (default: a folder created in the current working "
+                          "directory, ketos_train or ketos_pretrain)."),
         click.option("--legacy-polygons", is_flag=True, default=d("legacy_polygons"),
                      help="Use the legacy polygon extractor."),
     ]

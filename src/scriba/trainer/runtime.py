@@ -344,7 +344,8 @@ def build_trainer(
     if cfg.pl_logger == "tensorboard":
         from lightning.pytorch.loggers import TensorBoardLogger
 
-        pl_logger = TensorBoardLogger(save_dir=cfg.log_dir or str(out / "logs"), name=logger_name)
+        # the guide's default: a folder (ketos_train, ketos_pretrain) in the working directory
+        pl_logger = TensorBoardLogger(save_dir=cfg.log_dir or os.getcwd(), name=logger_name)
     elif cfg.pl_logger:
         raise UsageError(f"unknown --logger {cfg.pl_logger!r} (expected tensorboard)")
 

@@ -94,12 +94,14 @@ def test_tensorboard_logger(synth, tmp_path):
     assert events and events[0].stat().st_size > 0
 
 
-def test_tensorboard_logs_go_to_the_output_directory_by_default(synth, tmp_path, monkeypatch):
+def test_tensorboard_logs_go_where_the_log_dir_help_says(synth, tmp_path, monkeypatch, capsys):
+    from shared_paths import run_ketos
+
+    rc, out, _ = run_ketos(["train", "--help"], capsys)
+    assert rc == 0 and "current working directory, ketos_train" in " ".join(out.split())
     monkeypatch.chdir(tmp_path)
-    out = tmp_path / "out"
-    train(tiny_config(synth, out, epochs=1, pl_logger="tensorboard"), tiny_global(), progress=False)
-    assert list((out / "logs").rglob("events.out.tfevents.*"))  # as --log-dir's help says
-    assert not (tmp_path / "ketos_train").exists()
+    train(tiny_config(synth, tmp_path / "out", epochs=1, pl_logger="tensorboard"), tiny_global(), progress=False)
+    assert list((tmp_path / "ketos_train").rglob("events.out.tfevents.*"))  # the guide's default
 
 
 def test_freeze_backbone_keeps_all_but_output_layer(synth, tmp_path):
