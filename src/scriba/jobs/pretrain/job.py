@@ -22,7 +22,7 @@ from typing import Any
 
 from scriba.config import GlobalConfig, PretrainConfig
 from scriba.errors import UsageError
-from scriba.trainer import runtime
+from scriba.trainer import outcome, runtime
 
 logger = logging.getLogger(__name__)
 
@@ -202,7 +202,7 @@ def pretrain(
     if interrupted:
         result.stopped = "interrupted"
         _finish(result, ckpt_cb, cfg, out)
-        logger.warning("pretraining interrupted; %s", runtime.resume_hint("pretrain", result.abort_checkpoint, out))
+        logger.warning("pretraining interrupted; %s", outcome.resume_hint("pretrain", result.abort_checkpoint, out))
         return result
     result.stopped = runtime.stop_reason(cfg, trainer, early)
     _finish(result, ckpt_cb, cfg, out)

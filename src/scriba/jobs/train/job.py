@@ -16,7 +16,7 @@ from typing import Any
 
 from scriba.config import RESIZE_ALIASES, RESIZE_MODES, GlobalConfig, TrainConfig
 from scriba.errors import ScribaError, UsageError
-from scriba.trainer import runtime
+from scriba.trainer import outcome, runtime
 from scriba.trainer.runtime import PARTITION_FILE as PARTITION_FILE
 
 logger = logging.getLogger(__name__)
@@ -303,10 +303,10 @@ def train(
     if interrupted:
         result.stopped = "interrupted"
         _finish(result, ckpt_cb, cfg, out)
-        logger.warning("training interrupted; %s", runtime.resume_hint("train", result.abort_checkpoint, out))
+        logger.warning("training interrupted; %s", outcome.resume_hint("train", result.abort_checkpoint, out))
         return result
     result.stopped = runtime.stop_reason(cfg, trainer, early)
-    announce(runtime.stop_message(result.stopped, cfg, trainer, early))
+    announce(outcome.stop_message(result.stopped, cfg, trainer, early))
     _finish(result, ckpt_cb, cfg, out)
     return result
 
