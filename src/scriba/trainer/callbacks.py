@@ -191,6 +191,7 @@ class RunState(L.Callback):
         self._restore: dict[str, Any] | None = None
         self._training = False
         self._old_handlers: dict[int, Any] = {}
+        self._before_fit: dict[int, Any] = {}
         self._trainer: L.Trainer | None = None
         self._deferred = False
 
@@ -227,6 +228,10 @@ class RunState(L.Callback):
             self._deferred = False
             self._notify_lightning()
 
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # before Lightning registers its SIGTERM handler: what the process gets back after the run
+        self._before_fit = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._training = True
         self._trainer = trainer
@@ -241,7 +246,11 @@ class RunState(L.Callback):
             self._restore = None
 
     def _restore_signals(self) -> None:
-        for signum, old in self._old_handlers.items():
+        # Lightning puts its own handlers back before on_fit_end: restoring the ones found at on_train_start
+        # would leave its SIGTERM handler installed after the run, which keeps Pool.terminate() from ending
+        # workers forked later (a compile in the same process hung)
+        for signum in self._old_handlers:
+            old = self._before_fit.get(signum, self._old_handlers[signum])
             try:
                 signal.signal(signum, old if old is not None else signal.SIG_DFL)
             except (ValueError, TypeError):

@@ -71,6 +71,7 @@ def test_sigint_mid_epoch_then_resume_matches(synth, tmp_path, reference, caplog
     ck = torch.load(abort, map_location="cpu", weights_only=True)
     assert ck["epoch"] == 1 and "scriba" in ck
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
     # the best weights so far, as a finished run leaves them
     assert r.weights is not None and r.weights.endswith(".safetensors") and os.path.exists(r.weights)
     assert r.best_accuracy == max(h["val_accuracy"] for h in r.history)
@@ -267,3 +268,10 @@ def test_sigint_while_the_abort_checkpoint_is_written_keeps_the_last_checkpoint(
     messages = [rec.getMessage() for rec in caplog.records]
     assert any(f"continue with: ketos train --resume {tmp_path / 'checkpoint_last.ckpt'}" in m for m in messages)
     assert not any("None" in m for m in messages)
+
+
+def test_a_finished_run_gives_the_signals_back(synth, tmp_path):
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    train(tiny_config(synth, tmp_path, epochs=1), tiny_global(), progress=False)
+    # not Lightning's SIGTERM handler: workers forked later (ketos compile's pool) would ignore terminate()
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
