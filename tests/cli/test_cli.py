@@ -213,3 +213,38 @@ def test_interrupted_run_exits_130(experiment, monkeypatch, capsys):
         output_dir="m", stopped="interrupted", abort_checkpoint="m/checkpoint_abort.ckpt"))
     rc, _, err = run_ketos(["train", "p1.xml"], capsys)
     assert rc == 130 and "Traceback" not in err
+
+
+def test_options_given_with_resume_are_named_as_ignored(experiment, recorded_train, capsys):
+    (experiment / "run.ckpt").write_bytes(b"x")
+    rc, _, err = run_ketos(["--precision", "32-true", "--threads", "2", "train", "--resume", "run.ckpt",
+                            "-N", "100", "-r", "0.1", "p1.xml"], capsys)
+    assert rc == 0
+    warning = [line for line in err.splitlines() if "--resume" in line]
+    assert len(warning) == 1
+    for name in ("-N/--epochs", "-r/--lrate", "--precision", "GROUND_TRUTH"):
+        assert name in warning[0]
+    assert "--threads" not in warning[0]  # the machine settings follow the caller
+    rc, _, err = run_ketos(["train", "--resume", "run.ckpt"], capsys)
+    assert rc == 0 and "ignored" not in err
+
+
+def test_normalize_whitespace_help_names_its_default(capsys):
+    rc, out, _ = run_ketos(["train", "--help"], capsys)
+    assert rc == 0
+    assert "[default: n]" not in " ".join(out.split())
+    assert "[default: normalize-whitespace]" in " ".join(out.split())
+
+
+def test_test_says_where_it_wrote_its_reports(experiment, monkeypatch, capsys):
+    import scriba.jobs.evaluate.job as job
+    import scriba.jobs.evaluate.report as report
+
+    monkeypatch.setattr(job, "run_test", lambda cfg, g: object())
+    monkeypatch.setattr(job, "write_reports", lambda result, cfg: None)
+    monkeypatch.setattr(report, "render_text", lambda result: "REPORT")
+    (experiment / "m.safetensors").write_bytes(b"x")
+    rc, out, err = run_ketos(["test", "-m", "m.safetensors", "--output-html", "r.html", "--output-json", "r.json",
+                              "p1.xml"], capsys)
+    assert rc == 0 and out.strip() == "REPORT"
+    assert "HTML report written to r.html" in err and "JSON report written to r.json" in err

@@ -199,3 +199,27 @@ def test_same_lines_texts_and_sizes_as_kraken(shared_data: Path, tmp_path: Path,
     for i, line in enumerate(kept):
         w, h = Image.open(io.BytesIO(ds.image_bytes(i))).size
         assert abs(w - line["image_size"][0]) <= 3 and abs(h - line["image_size"][1]) <= 8, (line["line_id"], w, h)
+
+
+def test_partial_files_of_killed_runs_are_removed_and_named(
+    kraken_data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)  # a process that has exited
+    stale = [tmp_path / f"out.arrow.partial-{pid}", tmp_path / f"out.arrow.tmp-{pid}"]
+    for p in stale:
+        p.write_bytes(b"x" * 1000)
+    live = tmp_path / f"out.arrow.partial-{os.getppid()}"  # a running compilation keeps its file
+    other = tmp_path / f"other.arrow.partial-{pid}"  # another output's: not ours to judge
+    live.write_bytes(b"y")
+    other.write_bytes(b"z")
+    with caplog.at_level(logging.WARNING):
+        _compile(tmp_path, ground_truth=[str(kraken_data / LITE)])
+    assert not any(p.exists() for p in stale)
+    assert live.exists() and other.exists()
+    for p in stale:
+        assert any(str(p) in r.getMessage() and "interrupted" in r.getMessage() for r in caplog.records)

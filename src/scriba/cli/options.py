@@ -51,7 +51,7 @@ def text_options(cls: type) -> list[Decorator]:
     return [
         click.option("-u", "--normalization", type=click.Choice(C.NORMALIZATIONS), default=d("normalization"),
                      help="Ground truth Unicode normalization."),
-        click.option("-n", "--normalize-whitespace/--no-normalize-whitespace", default=d("normalize_whitespace"),
+        click.option("--normalize-whitespace/--no-normalize-whitespace", "-n", default=d("normalize_whitespace"),
                      help="Normalizes unicode whitespace."),
         click.option("--reorder/--no-reorder", "bidi_reordering", default=d("bidi_reordering"),
                      help="Reordering of code points to display order."),
@@ -119,10 +119,38 @@ def optim_options(cls: type, *, warmup_type: type = int, min_delta_help: str | N
         click.option("--logger", "pl_logger", type=click.Choice(C.LOGGERS), default=None,
                      help="Logger to record losses, accuracies and learning rate."),
         click.option("--log-dir", type=click.Path(file_okay=False), default=None,
-                     help="Directory for the logger (default: <output>/logs)."),
+                     help="Directory for the logger's files (default: a folder created in the current working "
+                          "directory, ketos_train or ketos_pretrain)."),
         click.option("--legacy-polygons", is_flag=True, default=d("legacy_polygons"),
                      help="Use the legacy polygon extractor."),
     ]
+
+
+# global options that a resumed run takes from its checkpoint (device, workers, threads and -v follow the caller)
+_RESTORED_GLOBALS = ("precision", "seed", "deterministic")
+
+
+def warn_ignored_with_resume() -> list[str]:
+    """Names, in one warning, the options given with ``--resume`` that the checkpoint's own values override."""
+    import logging
+
+    from click.core import ParameterSource
+
+    given = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT, ParameterSource.DEFAULT_MAP)
+    ctx = click.get_current_context()
+    ignored = []
+    for param in ctx.command.params:
+        if param.name != "resume" and ctx.get_parameter_source(param.name) in given:
+            ignored.append("/".join(param.opts) if isinstance(param, click.Option) else param.human_readable_name)
+    if ctx.parent is not None:
+        for param in ctx.parent.command.params:
+            if param.name in _RESTORED_GLOBALS and ctx.parent.get_parameter_source(param.name) in given:
+                ignored.append("/".join(param.opts))
+    if ignored:
+        logging.getLogger(__name__).warning(
+            "--resume continues with the options stored in the checkpoint; ignored: %s", ", ".join(ignored)
+        )
+    return ignored
 
 
 def report_run(result, noun: str = "model") -> None:

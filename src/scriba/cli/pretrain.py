@@ -34,6 +34,7 @@ def command(g: C.GlobalConfig, ground_truth: tuple[str, ...], **opts) -> None:
     if opts["load"] and opts["resume"]:
         raise UsageError("--load and --resume are mutually exclusive")
     if opts["resume"]:
+        O.warn_ignored_with_resume()
         cfg = C.PretrainConfig(resume=opts["resume"])
     else:
         opts["training_data"] = O.expand_inputs(opts["training_data"], ground_truth)

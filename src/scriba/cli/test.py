@@ -35,3 +35,6 @@ def command(g: C.GlobalConfig, test_set: tuple[str, ...], **opts) -> None:
     result = run_test(cfg, g)
     click.echo(render_text(result))
     write_reports(result, cfg)
+    for what, path in (("JSON report", cfg.output_json), ("HTML report", cfg.output_html)):
+        if path:
+            click.echo(f"{what} written to {path}", err=True)

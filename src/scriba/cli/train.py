@@ -31,6 +31,7 @@ def command(g: C.GlobalConfig, ground_truth: tuple[str, ...], **opts) -> None:
     opts["resize"] = O.resolve_resize(opts["resize"])
     opts["codec"] = load_codec_option(opts["codec"])
     if opts["resume"]:
+        O.warn_ignored_with_resume()
         cfg = C.TrainConfig(resume=opts["resume"])
     else:
         opts["training_data"] = O.expand_inputs(opts["training_data"], ground_truth)

@@ -12,6 +12,7 @@ import io
 import logging
 import multiprocessing
 import os
+import re
 import sys
 import time
 from collections import Counter
@@ -218,6 +219,16 @@ def _pool(num_workers: int, n_tasks: int):
     return ctx.Pool(min(num_workers, n_tasks))
 
 
+def remove_stale_partials(output: str) -> list[str]:
+    """Removes the ``<output>.partial-PID``/``.tmp-PID`` files of compilations that were killed (their PID is
+    gone) and names each in a warning; those of a compilation still running are left alone."""
+    from scriba.weights.atomic import remove_stale
+
+    name = os.path.basename(output)
+    folder = os.path.dirname(os.path.abspath(output))
+    return remove_stale(folder, re.compile(re.escape(name) + r"\.(?:partial|tmp)-(?P<pid>\d+)$"))
+
+
 def compile_dataset(cfg: CompileConfig, num_workers: int = 1, progress: bool = True) -> CompileSummary:
     """Compile ``cfg``'s inputs into ``cfg.output``; returns the summary (also for printing).
 
@@ -252,6 +263,7 @@ def compile_dataset(cfg: CompileConfig, num_workers: int = 1, progress: bool = T
     languages: Counter[str] = Counter()
     im_mode: str | None = None
     unit = "images" if cfg.format_type == "path" else "pages"
+    remove_stale_partials(cfg.output)
     writer = ArrowWriter(cfg.output, cfg.recordbatch_size)
     # Workers are forked before the progress bar starts its refresh thread.
     pool = _pool(num_workers, len(tasks))

@@ -21,6 +21,7 @@ import lightning as L
 import numpy as np
 import torch
 
+from scriba.errors import ScribaError
 from scriba.trainer.optim import LRSchedule
 
 logger = logging.getLogger(__name__)
@@ -152,13 +153,22 @@ class FreezeBackbone(L.Callback):
         self.seen = int(state_dict.get("seen", 0))
 
 
+class Diverged(ScribaError):
+    """The loss stayed NaN or infinite: no checkpoint of the diverged weights is written."""
+
+
+def weights_finite(pl_module: L.LightningModule) -> bool:
+    """Whether every parameter of ``pl_module`` is finite (a diverged run's are not)."""
+    return all(bool(torch.isfinite(p).all()) for p in pl_module.parameters())
+
+
 class Interrupted(Exception):
-    """Training was stopped by Ctrl-C or SIGTERM after writing the abort checkpoint."""
+    """Training was stopped at once by a second Ctrl-C (the abort checkpoint, if any, is written after it)."""
 
     def __init__(self, checkpoint: str | None, signame: str) -> None:
         self.checkpoint = checkpoint
         self.signame = signame
-        super().__init__(f"training interrupted by {signame}; state saved to {checkpoint}")
+        super().__init__(f"training interrupted by {signame}")
 
 
 class RunState(L.Callback):
@@ -171,8 +181,11 @@ class RunState(L.Callback):
       deterministic run draws the same dropout masks as an uninterrupted one.
     - Ctrl-C and SIGTERM: the first one asks Lightning to stop at the end of the current training batch (its
       SIGTERM mechanism; during validation, once validation is complete); the exception that follows writes
-      ``checkpoint_abort.ckpt``. A second Ctrl-C aborts at once.
-    - Any other exception during fitting writes the abort checkpoint too, then propagates.
+      ``checkpoint_abort.ckpt``. A second Ctrl-C stops at once (:class:`Interrupted`): during a training
+      batch the abort checkpoint holds the state from the start of the batch; during validation none is
+      written (the run continues from ``checkpoint_last.ckpt``).
+    - Any other exception during fitting writes the abort checkpoint too, then propagates; not a full disk
+      (no room for it) and not NaN weights (:class:`Diverged`: a resume would start from them).
     """
 
     def __init__(self, directory: str | os.PathLike[str], sampler: Any = None) -> None:
@@ -185,6 +198,7 @@ class RunState(L.Callback):
         self._restore: dict[str, Any] | None = None
         self._training = False
         self._old_handlers: dict[int, Any] = {}
+        self._before_fit: dict[int, Any] = {}
         self._trainer: L.Trainer | None = None
         self._deferred = False
 
@@ -194,12 +208,15 @@ class RunState(L.Callback):
         if self.signal_name is None:
             self.signal_name = signal.Signals(signum).name
             logger.warning(
-                "%s received: saving %s at the end of this batch (Ctrl-C again to abort)",
+                "%s received: saving %s at the end of this batch%s",
                 self.signal_name,
                 ABORT_CHECKPOINT,
+                " (Ctrl-C again to stop at once)" if signum == signal.SIGINT else "",
             )
         elif signum == signal.SIGINT:
-            raise KeyboardInterrupt
+            # not KeyboardInterrupt: Lightning answers that with exit(1) and no word; this one reaches the job,
+            # which names the checkpoint to resume from and exits 130
+            raise Interrupted(None, "SIGINT")
         if self._trainer is not None:
             # stop only where a checkpoint holds everything: after a complete validation run, and after an
             # optimizer step (gradients accumulated so far are not saved)
@@ -230,6 +247,10 @@ class RunState(L.Callback):
             self._deferred = False
             self._notify_lightning()
 
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # before Lightning registers its SIGTERM handler: what the process gets back after the run
+        self._before_fit = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._training = True
         self._trainer = trainer
@@ -246,7 +267,11 @@ class RunState(L.Callback):
             _seed_per_rank(trainer.global_rank)
 
     def _restore_signals(self) -> None:
-        for signum, old in self._old_handlers.items():
+        # Lightning puts its own handlers back before on_fit_end: restoring the ones found at on_train_start
+        # would leave its SIGTERM handler installed after the run, which keeps Pool.terminate() from ending
+        # workers forked later (a compile in the same process hung)
+        for signum in self._old_handlers:
+            old = self._before_fit.get(signum, self._old_handlers[signum])
             try:
                 signal.signal(signum, old if old is not None else signal.SIG_DFL)
             except (ValueError, TypeError):
@@ -296,7 +321,19 @@ class RunState(L.Callback):
     # -- failures ----------------------------------------------------------------------------------------------
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        if not self._training:
+        from scriba.weights.atomic import DiskFullError
+
+        if not self._training or isinstance(exception, DiskFullError):
+            # a full disk has no room for the abort checkpoint either: the last good ones stay as they are
+            return
+        if isinstance(exception, Diverged):
+            return  # its message says that nothing was saved
+        if isinstance(exception, Interrupted) and trainer.validating:
+            # Lightning would resume such a checkpoint past the unfinished validation run: the job points to
+            # checkpoint_last.ckpt, written when the previous validation run ended
+            return
+        if not weights_finite(pl_module):
+            logger.error("the weights are NaN or infinite (training diverged): %s not written", ABORT_CHECKPOINT)
             return
         from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -308,7 +345,10 @@ class RunState(L.Callback):
             return
         path = self.directory / ABORT_CHECKPOINT
         try:
-            trainer.save_checkpoint(str(path))
+            trainer.save_checkpoint(str(path), weights_only=False)
+        except Interrupted:
+            logger.warning("Ctrl-C again: %s not written", ABORT_CHECKPOINT)  # the old one, if any, is intact
+            return
         except Exception as exc:  # noqa: BLE001 - the original failure matters more than this one
             logger.error("could not write %s: %s", path, exc)
             return

@@ -80,7 +80,10 @@ def restore_configs(cfg: C, g: GlobalConfig, *, key: str, task: str) -> tuple[C,
 
 
 def prepare_output(path: str) -> Path:
-    """Creates the output directory and checks that it can be written (a :class:`ScribaError` if not)."""
+    """Creates the output directory and checks that it can be written (a :class:`ScribaError` if not); the
+    temporaries a killed run left there are removed (and named)."""
+    from scriba.weights.atomic import remove_stale
+
     out = Path(path)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -89,6 +92,7 @@ def prepare_output(path: str) -> Path:
         probe.unlink()
     except OSError as exc:
         raise ScribaError(f"output directory cannot be written ({exc.strerror or exc})", path=str(out)) from None
+    remove_stale(out)
     return out
 
 
@@ -278,6 +282,7 @@ def build_trainer(
     if cfg.pl_logger == "tensorboard":
         from lightning.pytorch.loggers import TensorBoardLogger
 
+        # the guide's default: a folder (ketos_train, ketos_pretrain) in the working directory
         pl_logger = TensorBoardLogger(save_dir=cfg.log_dir or os.getcwd(), name=logger_name)
     elif cfg.pl_logger:
         raise UsageError(f"unknown --logger {cfg.pl_logger!r} (expected tensorboard)")
@@ -289,6 +294,8 @@ def build_trainer(
     )
     max_epochs = cfg.epochs if cfg.quit == "fixed" or (cfg.quit == "aneal" and cfg.epochs > 0) else -1
     quiet_lightning()
+    from scriba.trainer.checkpoint_io import AtomicCheckpointIO
+
     return L.Trainer(
         accelerator=accelerator,
         **trainer_arguments(processes or Layout(), accelerator, devices, find_unused=find_unused),
@@ -306,6 +313,7 @@ def build_trainer(
         deterministic="warn" if g.deterministic else None,
         use_distributed_sampler=False,
         default_root_dir=str(out),
+        plugins=[AtomicCheckpointIO()],
         **val_kw,
     )
 

@@ -405,3 +405,17 @@ def test_coreml_weights_and_tensorboard_logs(tiny_lines: list[str], tiny_spec: s
     model = load_model(result.weights)
     assert model.codec is not None and model.codec.to_json() == {" ": [1]}
     assert list(logs.rglob("events.out.tfevents.*"))
+
+
+def test_interrupted_run_leaves_its_best_weights(tiny_lines: list[str], tiny_spec: str, tmp_path: Path) -> None:
+    import os
+    import signal
+
+    class SigintInEpoch1(L.Callback):
+        def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, idx: int) -> None:
+            if trainer.current_epoch == 1 and idx == 0:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    result = pretrain(_cfg(tmp_path, tiny_lines, tiny_spec, epochs=5), G, callbacks=[SigintInEpoch1()], progress=False)
+    assert result.stopped == "interrupted" and result.abort_checkpoint is not None
+    assert result.weights is not None and load_model(result.weights) is not None

@@ -11,6 +11,7 @@ import torch
 
 from scriba.errors import NoDataError, ScribaError
 from scriba.jobs.train.job import PARTITION_FILE, PLOT_FILE, train
+from scriba.weights import load_model
 from train_helpers import TINY_SPEC, tiny_config, tiny_global
 
 
@@ -91,6 +92,16 @@ def test_tensorboard_logger(synth, tmp_path):
     )
     events = list(logs.rglob("events.out.tfevents.*"))
     assert events and events[0].stat().st_size > 0
+
+
+def test_tensorboard_logs_go_where_the_log_dir_help_says(synth, tmp_path, monkeypatch, capsys):
+    from shared_paths import run_ketos
+
+    rc, out, _ = run_ketos(["train", "--help"], capsys)
+    assert rc == 0 and "current working directory, ketos_train" in " ".join(out.split())
+    monkeypatch.chdir(tmp_path)
+    train(tiny_config(synth, tmp_path / "out", epochs=1, pl_logger="tensorboard"), tiny_global(), progress=False)
+    assert list((tmp_path / "ketos_train").rglob("events.out.tfevents.*"))  # the guide's default
 
 
 def test_freeze_backbone_keeps_all_but_output_layer(synth, tmp_path):
@@ -245,17 +256,22 @@ def test_validation_chars_missing_from_codec_count_as_errors(synth, tmp_path, ca
     )
 
 
-def test_nan_loss_skips_then_stops(synth, tmp_path):
+def test_nan_loss_skips_then_stops_without_a_checkpoint_of_nan_weights(synth, tmp_path):
     class Poison(L.Callback):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            if trainer.current_epoch == 0:
+            if trainer.current_epoch == 1:
                 with torch.no_grad():
                     pl_module.net.nn[-1].lin.bias.fill_(float("nan"))
 
-    with pytest.raises(ScribaError, match="NaN"):
+    with pytest.raises(ScribaError, match="NaN") as err:
         cfg = tiny_config(synth, tmp_path, epochs=30, batch_size=1)
         train(cfg, tiny_global(), callbacks=[Poison()], progress=False)
-    assert (tmp_path / "checkpoint_abort.ckpt").exists()
+    message = str(err.value)
+    assert "diverged" in message and "no checkpoint of the diverged weights" in message and "resume" not in message
+    assert not (tmp_path / "checkpoint_abort.ckpt").exists()
+    best = list(tmp_path.glob("best_*.safetensors"))  # from the validation of epoch 0
+    assert len(best) == 1 and f"best weights so far are in {best[0]}" in message
+    assert all(torch.isfinite(v).all() for v in load_model(str(best[0])).state_dict().values())
 
 
 def test_nan_batch_is_skipped(synth, tmp_path):

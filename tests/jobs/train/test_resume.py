@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 
@@ -58,14 +59,22 @@ def reference(synth, tmp_path_factory):
     return r
 
 
-def test_sigint_mid_epoch_then_resume_matches(synth, tmp_path, reference):
+def test_sigint_mid_epoch_then_resume_matches(synth, tmp_path, reference, caplog):
+    # as in the command line, where Lightning, imported after the logging setup, sets its own logger to INFO
+    caplog.set_level(logging.INFO, logger="lightning.pytorch")
     r = train(_cfg(synth, tmp_path), tiny_global(), callbacks=[SignalAt(1, 1, signal.SIGINT)], progress=False)
     assert r.stopped == "interrupted"
+    # Lightning's note when a checkpoint is saved without saying whether it holds only the weights
+    assert not any("weights_only" in rec.getMessage() for rec in caplog.records)
     abort = tmp_path / ABORT_CHECKPOINT
     assert r.abort_checkpoint == str(abort) and abort.exists()
     ck = torch.load(abort, map_location="cpu", weights_only=True)
     assert ck["epoch"] == 1 and "scriba" in ck
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    # the best weights so far, as a finished run leaves them
+    assert r.weights is not None and r.weights.endswith(".safetensors") and os.path.exists(r.weights)
+    assert r.best_accuracy == max(h["val_accuracy"] for h in r.history)
     resumed = train(TrainConfig(resume=str(abort)), tiny_global(), progress=False)
     assert resumed.epochs == EPOCHS and resumed.stopped == "fixed"
     assert _val(resumed.history) == _val(reference.history)
@@ -88,9 +97,11 @@ def test_sigint_during_validation_finishes_it_first(synth, tmp_path, reference):
     assert _same_final_weights(tmp_path, reference.output_dir)
 
 
-def test_sigterm_then_resume_from_regular_checkpoint(synth, tmp_path, reference):
+def test_sigterm_then_resume_from_regular_checkpoint(synth, tmp_path, reference, caplog):
     r = train(_cfg(synth, tmp_path), tiny_global(), callbacks=[SignalAt(2, 0, signal.SIGTERM)], progress=False)
     assert r.stopped == "interrupted" and (tmp_path / ABORT_CHECKPOINT).exists()
+    said = [rec.getMessage() for rec in caplog.records if "SIGTERM" in rec.getMessage()]
+    assert said and not any("Ctrl-C" in m for m in said)
     last = tmp_path / "checkpoint_last.ckpt"  # written after the validation of epoch 1
     assert torch.load(last, map_location="cpu", weights_only=True)["epoch"] == 1
     (tmp_path / ABORT_CHECKPOINT).unlink()
@@ -174,3 +185,91 @@ def test_interrupt_with_micro_batches_waits_for_the_optimizer_step(synth, tmp_pa
     resumed = train(TrainConfig(resume=str(out / ABORT_CHECKPOINT)), g, progress=False)
     assert _val(resumed.history) == _val(ref.history)
     assert _same_final_weights(out, ref.output_dir)
+
+
+class TwoSignalsInValidation(L.Callback):
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        if trainer.current_epoch == 1 and batch_idx == 0:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_second_sigint_during_validation_stops_at_once_and_resumes(synth, tmp_path, reference, caplog):
+    r = train(_cfg(synth, tmp_path), tiny_global(), callbacks=[TwoSignalsInValidation()], progress=False)
+    assert r.stopped == "interrupted" and r.abort_checkpoint is None
+    assert not (tmp_path / ABORT_CHECKPOINT).exists()  # Lightning would skip the rest of the validation run
+    assert [h["completed_epoch"] for h in r.history] == [0]  # the validation of epoch 1 did not finish
+    assert r.weights is not None
+    last = tmp_path / "checkpoint_last.ckpt"
+    assert any(f"continue with: ketos train --resume {last}" in rec.getMessage() for rec in caplog.records)
+    resumed = train(TrainConfig(resume=str(last)), tiny_global(), progress=False)
+    assert _val(resumed.history) == _val(reference.history)
+    assert _same_final_weights(tmp_path, reference.output_dir)
+
+
+CLI_SCRIPT = """
+import os, signal, sys
+from scriba.jobs.train.module import RecognitionModule
+from scriba.cli.main import main
+
+kind = sys.argv[1]
+start = RecognitionModule.on_validation_epoch_start
+
+def on_validation_epoch_start(self):
+    start(self)
+    if self.trainer.current_epoch == 1:
+        for _ in range(2 if kind == "twice" else 1):
+            os.kill(os.getpid(), signal.SIGINT if kind != "term" else signal.SIGTERM)
+
+RecognitionModule.on_validation_epoch_start = on_validation_epoch_start
+main(sys.argv[2:])
+"""
+
+
+@pytest.mark.parametrize("kind", ["twice", pytest.param("term", marks=pytest.mark.slow)])
+def test_cli_interrupted_exits_130_with_the_resume_line_and_best_weights(synth, tmp_path, kind):
+    import subprocess
+    import sys
+
+    lists = {}
+    for name in ("train", "val"):
+        lists[name] = tmp_path / f"{name}.lst"
+        lists[name].write_text("".join(f"{p}\n" for p in synth[name]), encoding="utf-8")
+    args = ["-d", "cpu", "--threads", "1", "train", "-f", "path", "-s", "[1,16,0,1 Cr3,3,8 Mp2,2 S1(1x0)1,3 Lbx16]",
+            "-q", "fixed", "-N", "5", "-B", "8", "-o", str(tmp_path), "-t", str(lists["train"]), "-e", str(lists["val"])]
+    proc = subprocess.run([sys.executable, "-c", CLI_SCRIPT, kind, *args], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 130, proc.stderr[-2000:]
+    resume_from = tmp_path / ("checkpoint_last.ckpt" if kind == "twice" else ABORT_CHECKPOINT)
+    assert f"continue with: ketos train --resume {resume_from}" in proc.stderr
+    assert "weights_only" not in proc.stderr and "Traceback" not in proc.stderr
+    if kind == "term":
+        assert "SIGTERM received" in proc.stderr and "Ctrl-C" not in proc.stderr
+    best = list(tmp_path.glob("best_*.safetensors"))
+    assert len(best) == 1 and f"best model: {best[0]}" in proc.stdout
+
+
+def test_sigint_while_the_abort_checkpoint_is_written_keeps_the_last_checkpoint(synth, tmp_path, monkeypatch, caplog):
+    from scriba.weights import atomic
+
+    real = atomic.write_durably
+
+    def interrupted_write(path, data):
+        if str(path).endswith(ABORT_CHECKPOINT):
+            os.kill(os.getpid(), signal.SIGINT)  # the second Ctrl-C, while the first one's checkpoint is written
+        real(path, data)
+
+    monkeypatch.setattr(atomic, "write_durably", interrupted_write)
+    r = train(_cfg(synth, tmp_path), tiny_global(), callbacks=[SignalAt(1, 1, signal.SIGINT)], progress=False)
+    assert r.stopped == "interrupted" and r.abort_checkpoint is None
+    assert not (tmp_path / ABORT_CHECKPOINT).exists() and not list(tmp_path.glob(".*.tmp"))
+    messages = [rec.getMessage() for rec in caplog.records]
+    assert any(f"continue with: ketos train --resume {tmp_path / 'checkpoint_last.ckpt'}" in m for m in messages)
+    assert not any("None" in m for m in messages)
+
+
+def test_a_finished_run_gives_the_signals_back(synth, tmp_path):
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    train(tiny_config(synth, tmp_path, epochs=1), tiny_global(), progress=False)
+    # not Lightning's SIGTERM handler: workers forked later (ketos compile's pool) would ignore terminate()
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before

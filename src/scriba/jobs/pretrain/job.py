@@ -24,7 +24,7 @@ from typing import Any
 from scriba import machine
 from scriba.config import GlobalConfig, PretrainConfig
 from scriba.errors import UsageError
-from scriba.trainer import cluster, runtime
+from scriba.trainer import cluster, outcome, runtime
 
 logger = logging.getLogger(__name__)
 
@@ -221,7 +221,8 @@ def _pretrain(
     runtime.record_run(result, trainer, module, run_state, reporter)
     if interrupted:
         result.stopped = "interrupted"
-        logger.warning("pretraining interrupted; continue with: ketos pretrain --resume %s", result.abort_checkpoint)
+        _finish(result, ckpt_cb, cfg, out)
+        logger.warning("pretraining interrupted; %s", outcome.resume_hint("pretrain", result.abort_checkpoint, out))
         return result
     result.stopped = runtime.stop_reason(cfg, trainer, early)
     _finish(result, ckpt_cb, cfg, out)

@@ -17,7 +17,7 @@ from typing import Any
 from scriba import machine
 from scriba.config import RESIZE_ALIASES, RESIZE_MODES, GlobalConfig, TrainConfig
 from scriba.errors import ScribaError, UsageError
-from scriba.trainer import cluster, runtime
+from scriba.trainer import cluster, outcome, runtime
 from scriba.trainer.runtime import PARTITION_FILE as PARTITION_FILE
 
 logger = logging.getLogger(__name__)
@@ -171,10 +171,10 @@ def _train(
     from scriba.data.transforms import LineTransform
     from scriba.jobs.train.module import RecognitionModule
     from scriba.text import TextTransform
-    from scriba.trainer.callbacks import FreezeBackbone, LRScheduleCallback, RunState
+    from scriba.trainer.callbacks import Diverged, FreezeBackbone, LRScheduleCallback, RunState
     from scriba.trainer.datamodule import LineDataModule, collect_lines, text_transform
     from scriba.trainer.optim import LRSchedule
-    from scriba.trainer.progress import ProgressReporter
+    from scriba.trainer.progress import ProgressReporter, announce, start_lines
 
     # the run: configurations (a resumed run's own), output directory, device, seeds
     rank = cluster.process_rank(procs)
@@ -265,7 +265,6 @@ def _train(
             lambda spe: LRSchedule.from_config(cfg, spe), monitor="val_accuracy", stop_when_annealed=cfg.quit == "aneal"
         ),
         run_state,
-        reporter,
     ]
     early = None
     if cfg.quit == "early":
@@ -275,6 +274,7 @@ def _train(
         cbs.append(early)
     if cfg.freeze_backbone > 0:
         cbs.append(FreezeBackbone(cfg.freeze_backbone))
+    cbs.append(reporter)  # after early stopping: its epoch line shows the counter of the validation just done
     cbs.extend(callbacks)
 
     # fit, then convert the best checkpoint
@@ -294,14 +294,39 @@ def _train(
     )
     module.info["machine"] = m.report(ckpt, precision=str(trainer.precision), micro_batch=micro)
     result = TrainResult(output_dir=str(out), split_file=split_file, train_lines=len(train_ds), val_lines=len(val_ds))
-    interrupted = runtime.fit(trainer, module, dm, cfg.resume)
+    for line in start_lines(
+        trainer,
+        train_lines=len(train_ds),
+        val_lines=len(val_ds),
+        skipped=len(lines.skipped),
+        alphabet=len(codec.c2l),
+        output=str(out),
+        batch_size=cfg.batch_size,
+        accumulate=cfg.accumulate_grad_batches,
+        precision_asked=g.precision,
+        resumed=cfg.resume,
+    ):
+        if rank == 0:
+            announce(line)
+    try:
+        interrupted = runtime.fit(trainer, module, dm, cfg.resume)
+    except Diverged as exc:
+        # the best weights of the finite part of the run are still worth having
+        runtime.record_run(result, trainer, module, run_state, reporter)
+        if rank == 0:
+            _finish(result, ckpt_cb, cfg, out)
+        kept = f"; the best weights so far are in {result.weights}" if result.weights else ""
+        raise Diverged(f"{exc}{kept}") from None
     runtime.record_run(result, trainer, module, run_state, reporter)
     if interrupted:
         result.stopped = "interrupted"
-        logger.warning("training interrupted; continue with: ketos train --resume %s", result.abort_checkpoint)
+        if rank == 0:
+            _finish(result, ckpt_cb, cfg, out)
+        logger.warning("training interrupted; %s", outcome.resume_hint("train", result.abort_checkpoint, out))
         return result
     result.stopped = runtime.stop_reason(cfg, trainer, early)
     if rank == 0:
+        announce(outcome.stop_message(result.stopped, cfg, trainer, early))
         _finish(result, ckpt_cb, cfg, out)
     return result
 

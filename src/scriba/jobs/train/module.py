@@ -11,8 +11,9 @@ import torch
 from torch import nn
 
 from scriba.config import OptimConfig
-from scriba.errors import ScribaError, SpecError
+from scriba.errors import SpecError
 from scriba.metrics import Tally
+from scriba.trainer.callbacks import Diverged
 from scriba.trainer.optim import build_optimizer
 from scriba.trainer.runtime import plain
 
@@ -142,9 +143,9 @@ class RecognitionModule(L.LightningModule):
                     ", ".join(map(str, batch.get("ids", [])[:3])),
                 )
             if self.nonfinite >= self.max_nonfinite:
-                raise ScribaError(
+                raise Diverged(
                     f"the loss was NaN or infinite for {self.nonfinite} batches in a row: training diverged "
-                    f"(try a lower --lrate or a --warmup)"
+                    f"(try a lower --lrate or a --warmup); no checkpoint of the diverged weights was written"
                 )
             return self._no_update()
         self.nonfinite = 0

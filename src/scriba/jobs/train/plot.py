@@ -8,11 +8,18 @@ from pathlib import Path
 from typing import Any
 
 
+def epoch_positions(history: Sequence[dict[str, Any]]) -> list[float]:
+    """Where each validation run goes on the epoch axis: the one that ends epoch N at N, as the console's
+    ``epoch N`` line and ``checkpoint_NN-*.ckpt`` name it; one halfway through epoch N at N - 0.5."""
+    return [float(h.get("epoch", i + 1)) - 1.0 for i, h in enumerate(history)]
+
+
 def plot_history(history: Sequence[dict[str, Any]], path: str | os.PathLike[str]) -> str | None:
     """Draws one point per validation run; returns the file written, or None when there is nothing to draw.
 
-    ``history`` items hold ``epoch`` (fractional for sub-epoch validation) and any of ``train_loss``,
-    ``val_accuracy``, ``val_word_accuracy``, ``lr``.
+    ``history`` items hold ``epoch`` (epochs trained when the validation ran, fractional for sub-epoch
+    validation) and any of ``train_loss``, ``val_accuracy``, ``val_word_accuracy``, ``lr``. Points are placed
+    by :func:`epoch_positions`.
     """
     if not history:
         return None
@@ -21,7 +28,7 @@ def plot_history(history: Sequence[dict[str, Any]], path: str | os.PathLike[str]
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    x = [float(h.get("epoch", i)) for i, h in enumerate(history)]
+    x = epoch_positions(history)
 
     def series(key: str) -> tuple[list[float], list[float]]:
         pts = [(xi, float(h[key])) for xi, h in zip(x, history) if h.get(key) is not None]
@@ -44,7 +51,8 @@ def plot_history(history: Sequence[dict[str, Any]], path: str | os.PathLike[str]
         xs, ys = series(key)
         if xs:
             ax_acc.plot(xs, ys, marker="o", ms=3, color=colour, label=key.replace("_", " "))
-    ax_acc.set_xlabel("epoch")
+    ax_acc.set_xlabel("epoch (numbered from 0, as in the console and the checkpoint names)")
+    ax_acc.xaxis.get_major_locator().set_params(integer=True)
     ax_acc.set_ylabel("accuracy")
     ax_acc.grid(alpha=0.3)
     ax_acc.legend(loc="lower right", fontsize="small")
