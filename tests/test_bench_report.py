@@ -178,6 +178,18 @@ def test_write_results_replaces_the_file(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["RESULTS.md"]
 
 
+def test_write_results_keeps_the_hand_measured_sections(tmp_path):
+    from bench.report import HAND_MEASURED
+
+    out = tmp_path / "RESULTS.md"
+    hand = f"{HAND_MEASURED}\n\n## legacy polygons\n\n417 of 417\n"
+    out.write_text("an older report\n\n" + hand)
+    write_results(_results(_records()), out)
+    text = out.read_text(encoding="utf-8")
+    assert "an older report" not in text and text.endswith(hand)
+    assert text.startswith((FIX / "RESULTS-short-2026-12-01.md").read_text(encoding="utf-8"))
+
+
 @pytest.mark.parametrize("profile", ["quick", "full"])
 def test_records_without_settings_use_the_command_lines(profile):
     recs = [r for r in _records() if r.get("section") != "meta"]

@@ -152,7 +152,7 @@ class PretrainConfig(DataConfig, OptimConfig):
     schedule: str = "cosine"
     cos_t_max: int = 100
     cos_min_lr: float = 1e-7
-    warmup: float = 32000
+    warmup: float = 32000  # type: ignore[assignment]  # kraken's pretraining takes a float here
     mask_width: int = 4
     mask_prob: float = 0.5
     num_negatives: int = 100

@@ -161,7 +161,8 @@ class Tally:
         dist = 0
         confusions = self.confusions
         missed = self.missed
-        for tag, i1, i2, j1, j2 in Levenshtein.opcodes(ref, pred):
+        for op in Levenshtein.opcodes(ref, pred):
+            tag, i1, i2, j1, j2 = op.tag, op.src_start, op.src_end, op.dest_start, op.dest_end
             if tag == "equal":
                 continue
             if tag == "replace":

@@ -167,7 +167,7 @@ class TextTransform:
 
     def __call__(self, text: str, base_dir: str | None = None) -> str:
         if self.normalization:
-            text = unicodedata.normalize(self.normalization, text)
+            text = unicodedata.normalize(self.normalization, text)  # type: ignore[arg-type]  # checked on init
         if self.normalize_whitespace:
             text = normalize_whitespace(text)
         if self.bidi_reordering:

@@ -100,7 +100,9 @@ class LRScheduleCallback(L.Callback):
 
 def output_layer(pl_module: L.LightningModule) -> torch.nn.Module:
     """The network's last layer (``net.nn[-1]``): what stays trainable while the backbone is frozen."""
-    return pl_module.net.nn[-1]  # type: ignore[union-attr,index]
+    net: Any = pl_module.net
+    last: torch.nn.Module = net.nn[-1]
+    return last
 
 
 class FreezeBackbone(L.Callback):

@@ -117,7 +117,7 @@ def trainer_arguments(layout: Layout, accelerator: str, devices: Any, *, find_un
 
     # buffer broadcasts are collectives inside forward, and the processes run different numbers of
     # validation batches (torch >= 2.13 renamed the switch)
-    no_sync = (
+    no_sync: dict[str, Any] = (
         {"forward_sync_buffers": False}
         if "forward_sync_buffers" in inspect.signature(torch.nn.parallel.DistributedDataParallel).parameters
         else {"broadcast_buffers": False}

@@ -19,7 +19,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from scriba.config import DataConfig
 from scriba.data.dataset import LineDataset, ignore_sigint
@@ -170,7 +170,7 @@ def _report_skipped(name: str, items: Sequence[SkippedItem], shown: int = 5) -> 
     logger.warning("%d %s item(s) left out: %s%s", len(items), name, "; ".join(str(i) for i in items[:shown]), more)
 
 
-class _Tolerant:
+class _Tolerant(Dataset):
     """A training dataset view on which one unreadable line is left out of its batch instead of ending the run."""
 
     def __init__(self, ds: LineDataset) -> None:

@@ -220,7 +220,7 @@ class LRSchedule:
         if better:
             self.plateau_best = metric
             self.plateau_bad = 0
-        elif self.mode == "max" and self.plateau_best < ROP_READING_ACCURACY:
+        elif self.mode == "max" and self.plateau_best is not None and self.plateau_best < ROP_READING_ACCURACY:
             # still on CTC's all-blank plateau or just off it: a lower rate would only keep it there longer
             pass
         else:

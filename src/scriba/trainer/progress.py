@@ -103,8 +103,8 @@ class ProgressReporter(L.Callback):
     def _new_task(self, trainer: L.Trainer) -> None:
         if self._progress is None:
             return
-        total = trainer.num_training_batches
-        total = total if isinstance(total, int) else None
+        batches = trainer.num_training_batches
+        total = batches if isinstance(batches, int) else None
         # the batches done come with each batch's index: Lightning's progress counters still hold the previous
         # epoch's at its start
         self._task = self._progress.add_task(

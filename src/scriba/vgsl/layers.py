@@ -10,6 +10,7 @@ valid frames only.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -98,7 +99,7 @@ class ActConv2D(nn.Module):
         self.dilation = dilation
         self.nl = nl
         self.transposed = transposed
-        self.padding = tuple(d * (k - 1) // 2 for k, d in zip(kernel, dilation))
+        self.padding: tuple[int, int] = ((dilation[0] * (kernel[0] - 1)) // 2, (dilation[1] * (kernel[1] - 1)) // 2)
         cls = nn.ConvTranspose2d if transposed else nn.Conv2d
         self.co = cls(in_channels, out_channels, kernel, stride=stride, padding=self.padding, dilation=dilation)
 
@@ -345,12 +346,13 @@ class Series(nn.Sequential):
     """Layers applied in order; indexable and sliceable, so a prefix or suffix of the network can run alone."""
 
     def out_shape(self, c: int, h: int) -> tuple[int, int]:
+        m: Any
         for m in self:
             c, h = m.out_shape(c, h)
         return c, h
 
     def forward(self, x: torch.Tensor, seq_lens: Lens = None) -> tuple[torch.Tensor, Lens]:  # type: ignore[override]
-        mods = list(self)
+        mods: list[Any] = list(self)
         i = 0
         while i < len(mods):
             j = _pool_after(mods, i)

@@ -247,7 +247,7 @@ def write_coreml(model: RecognitionModel, path: str | os.PathLike[str]) -> None:
             conv.same.asymmetryMode = 0
             conv.hasBias = True
             conv.weights.floatValue.extend(_np_list(m.co.weight))
-            conv.bias.floatValue.extend(_np_list(m.co.bias))
+            conv.bias.floatValue.extend(_np_list(m.co.bias))  # type: ignore[arg-type]  # VGSL convolutions have biases
             act = net.layers.add()
             act.name = f"{name}_act"
             act.input.append(layer.name)

@@ -184,8 +184,9 @@ def diff_html(reference: str, prediction: str) -> tuple[str, str]:
     """Reference and prediction as HTML, with what the model missed (``del``) and added (``ins``) marked."""
     ref_out: list[str] = []
     pred_out: list[str] = []
-    for tag, i1, i2, j1, j2 in Levenshtein.opcodes(reference, prediction):
-        r, p = reference[i1:i2], prediction[j1:j2]
+    for op in Levenshtein.opcodes(reference, prediction):
+        tag = op.tag
+        r, p = reference[op.src_start : op.src_end], prediction[op.dest_start : op.dest_end]
         if tag == "equal":
             ref_out.append(_esc(r))
             pred_out.append(_esc(p))

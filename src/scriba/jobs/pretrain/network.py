@@ -66,7 +66,7 @@ def find_split(net: RecognitionModel) -> Split:
     Raises :class:`SpecError` when the network has no recurrent layer, none after some convolutional front,
     or a front whose output is not one pixel high (the mask works on a sequence of frames).
     """
-    layers = list(net.nn)
+    layers: list[Any] = list(net.nn)
     start = next((i for i, m in enumerate(layers) if _is_recurrent(m)), None)
     if start is None:
         raise SpecError(f"pretraining needs a recurrent layer (L or G block) after the convolutions: {net.spec}")
