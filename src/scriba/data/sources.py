@@ -95,8 +95,10 @@ def read_path_record(image_path: str) -> LineRecord:
             text = fh.read().strip("\n\r")
     except FileNotFoundError:
         raise InputError(f"no transcription file {txt}", path=image_path) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"transcription {txt} cannot be read: {e}", path=image_path) from None
+    except UnicodeDecodeError as e:
+        raise InputError(f"transcription {txt} is not UTF-8 text (byte {e.start})", path=image_path) from None
+    except OSError as e:
+        raise InputError(f"transcription {txt} cannot be read: {e.strerror or e}", path=image_path) from None
     return LineRecord(id=image_path, source=image_path, text=text, image=image_path, kind="bbox")
 
 

@@ -112,7 +112,11 @@ def _do_xml(task: _Task, path: str, res: _Result) -> None:
     res.pages += 1
     try:
         image, records = parse_page(
-            path, task.format_type, task.linetype, on_skip=lambda it: res.skip(it.source, it.element, it.reason)
+            path,
+            task.format_type,
+            task.linetype,
+            # counted by the reason's head: "odd number of coordinates: '1 2 3'" counts as the first part
+            on_skip=lambda it: res.skip(it.source, it.element, it.reason, category=it.reason.split(": ", 1)[0]),
         )
     except InputError as e:
         res.pages_failed += 1

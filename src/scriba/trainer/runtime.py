@@ -209,9 +209,11 @@ def cache_limit() -> int:
 def preload(ds: Any, name: str, workers: int) -> Any:
     """Preprocesses every line of ``ds`` into memory; lines that fail are reported and left out."""
 
+    from scriba.data.records import SkippedItem
+
     def report(i: int, err: str) -> None:
         rec = ds.records[i]
-        logger.warning("%s line left out: %s (%s): %s", name, rec.source, rec.id, err)
+        logger.warning("%s line left out: %s", name, SkippedItem(rec.source, rec.id, err))
 
     failed = ds.preload(workers, on_error=report)
     if failed:
