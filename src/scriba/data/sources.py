@@ -147,13 +147,18 @@ def _binary_records(path: str, skip: SkipHandler) -> Iterator[LineRecord]:
         return
     kind = ds.seg_type or "bbox"
     for i in range(len(ds)):
+        try:
+            image = ds.image_bytes(i)
+        except InputError:  # a null image: the row is left out, the others are kept
+            skip(SkippedItem(path, f"row {i}", "row has no image"))
+            continue
         yield LineRecord(
             id=str(i),
             source=path,
             text=ds.text(i),
             kind=kind,
             language=ds.language(i),
-            image_bytes=ds.image_bytes(i),
+            image_bytes=image,
             split=ds.split(i),
         )
 
