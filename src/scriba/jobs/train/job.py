@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from scriba.config import RESIZE_ALIASES, RESIZE_MODES, GlobalConfig, TrainConfig
-from scriba.errors import ScribaError, UsageError
+from scriba.errors import NoDataError, ScribaError, UsageError
 from scriba.trainer import runtime
 from scriba.trainer.runtime import PARTITION_FILE as PARTITION_FILE
 
@@ -172,6 +172,10 @@ def train(
     if cfg.resume:
         cfg, g, ckpt = runtime.restore_configs(cfg, g, key="train_config", task="training")
     cfg = _check_config(cfg)
+    if ckpt is None and not cfg.load:
+        from scriba.vgsl.model import check_trainable
+
+        check_trainable(cfg.spec)
     out = runtime.prepare_output(cfg.checkpoint_path)
     accelerator, devices = runtime.setup_machine(g)
     data_info = runtime.stored_data_info(ckpt)
@@ -182,6 +186,11 @@ def train(
     net = _codec_and_model(cfg, lines.train_texts, lines.seg_type, ckpt)
     codec = net.codec
     n_lines, shown = _missing_report(codec, lines.train_texts)
+    if not any(codec.encode(t) for t in lines.train_texts):
+        raise NoDataError(
+            f"the codec encodes none of the {len(lines.train_texts)} training line(s) ({len(codec)} codec "
+            f"entries; missing: {shown}): there is nothing to learn"
+        )
     if n_lines:
         logger.warning(
             "%d training line(s) contain characters missing from the codec, left out of their labels: %s",
