@@ -27,17 +27,26 @@ _NOT_SETTABLE = {"config_file", "help", "version"}
 
 def load_yaml(path: str) -> dict[str, Any]:
     try:
-        with open(path, encoding="utf-8") as fp:
-            data = yaml.safe_load(fp)
+        with open(path, "rb") as fp:
+            raw = fp.read()
     except FileNotFoundError:
         raise UsageError("experiment file not found", path=path) from None
     except OSError as e:
         raise UsageError(f"cannot read experiment file ({e.strerror})", path=path) from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise UsageError(f"experiment file is not UTF-8 text (byte {e.start})", path=path, element=f"line {line}") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else None
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise UsageError(f"not valid YAML: {problem}", path=path, element=where) from None
+    except RecursionError:
+        raise UsageError("not valid YAML: nested too deeply", path=path) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -112,7 +121,30 @@ def _convert_one(param: click.Parameter, value: Any, path: str, key: str, base: 
             value = str(base / value)
     if isinstance(value, (dict, list)):
         raise UsageError(f"'{key}' expects {param.type.name}, got a {type(value).__name__}", path=path)
+    problem = _type_mismatch(param.type, value)
+    if problem:
+        shown = str(value).lower() if isinstance(value, bool) else repr(value)
+        raise UsageError(f"invalid value for '{key}': {shown} {problem}", path=path)
     try:
         return param.type.convert(value, param, ctx)
     except click.BadParameter as e:
         raise UsageError(f"invalid value for '{key}': {e.message}", path=path) from None
+
+
+def _type_mismatch(kind: click.ParamType, value: Any) -> str | None:
+    """Why a YAML value does not fit an option's type; None if it does.
+
+    click converts whatever it is given (``int(1.5)`` is 1, ``int(True)`` is 1, ``float(True)`` is 1.0): a value
+    of the wrong YAML type is refused here instead of silently becoming another number.
+    """
+    if isinstance(kind, click.types.BoolParamType):
+        return None if isinstance(value, (bool, str)) else "is not true or false"
+    if isinstance(value, bool):
+        if isinstance(kind, click.types.IntParamType):
+            return "is not a whole number"
+        return "is not a number" if isinstance(kind, click.types.FloatParamType) else "is not text"
+    if isinstance(kind, click.types.IntParamType) and isinstance(value, float) and not value.is_integer():
+        return "is not a whole number"
+    if isinstance(kind, click.Path) and not isinstance(value, str):
+        return "is not a path"
+    return None

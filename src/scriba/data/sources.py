@@ -20,6 +20,8 @@ logger = logging.getLogger(__name__)
 FORMAT_TYPES = ("path", "xml", "alto", "page", "binary")
 
 SkipHandler = Callable[[SkippedItem], None]
+# missing manifest entries warned about one by one; beyond that, one line counts them
+MISSING_SHOWN = 5
 
 
 def warn_skip(item: SkippedItem) -> None:
@@ -31,7 +33,8 @@ def read_manifest(path: str | os.PathLike) -> list[str]:
 
     An entry that is relative and does not exist from the current directory is looked up relative to the
     manifest's folder. Entries that exist in neither place are left out with a warning naming the manifest
-    (as kraken does); a manifest that is missing or not text is a :class:`UsageError`.
+    (as kraken does); a manifest that is missing, not text, empty, or none of whose entries exist is a
+    :class:`UsageError`.
     """
     path = os.fspath(path)
     try:
@@ -47,6 +50,7 @@ def read_manifest(path: str | os.PathLike) -> list[str]:
         raise UsageError("manifest is not UTF-8 text (one path per line)", path=path) from None
     base = os.path.dirname(os.path.abspath(path))
     entries: list[str] = []
+    missing: list[str] = []
     for lineno, line in enumerate(text.splitlines(), start=1):
         entry = line.strip()
         if not entry:
@@ -58,7 +62,20 @@ def read_manifest(path: str | os.PathLike) -> list[str]:
         if not os.path.isabs(entry) and os.path.isfile(candidate):
             entries.append(os.path.normpath(candidate))
             continue
-        logger.warning('Invalid entry "%s" in %s (line %d): no such file', entry, path, lineno)
+        missing.append(entry)
+        if len(missing) <= MISSING_SHOWN:
+            logger.warning('Invalid entry "%s" in %s (line %d): no such file', entry, path, lineno)
+    if not missing and not entries:
+        raise UsageError("manifest lists no files (it is empty)", path=path)
+    if missing and not entries:
+        # every entry missing: a manifest written relative to another folder, not a few stray lines
+        raise UsageError(
+            f"none of its {len(missing)} entries exists (first: {missing[0]!r}; relative entries are looked up "
+            f"from the current directory and from {base})",
+            path=path,
+        )
+    if len(missing) > MISSING_SHOWN:
+        logger.warning("%d of the %d entries in %s do not exist", len(missing), len(missing) + len(entries), path)
     return entries
 
 

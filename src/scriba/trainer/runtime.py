@@ -113,7 +113,16 @@ def setup_machine(g: GlobalConfig) -> tuple[str, Any]:
 
     keep_freed_memory()
     torch.set_num_threads(max(1, g.num_threads))
-    return parse_device(g.device)
+    accelerator, devices = parse_device(g.device)
+    if accelerator == "gpu":
+        found = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        wanted = devices if isinstance(devices, list) else [0]
+        if not found or max(wanted) >= found:
+            have = f"{found} CUDA device(s) (cuda:0 to cuda:{found - 1})" if found else "no CUDA device"
+            raise UsageError(f"device {g.device!r} requested but this machine has {have}; use -d cpu or -d auto")
+    elif accelerator == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise UsageError(f"device {g.device!r} requested but MPS is not available here; use -d cpu or -d auto")
+    return accelerator, devices
 
 
 # glibc's mallopt parameters

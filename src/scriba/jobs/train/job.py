@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scriba.config import RESIZE_ALIASES, RESIZE_MODES, GlobalConfig, TrainConfig
+from scriba.config import RESIZE_ALIASES, RESIZE_MODES, GlobalConfig, TrainConfig, check_numbers
 from scriba.errors import NoDataError, ScribaError, UsageError
 from scriba.trainer import runtime
 from scriba.trainer.runtime import PARTITION_FILE as PARTITION_FILE
@@ -49,6 +49,7 @@ class TrainResult:
 
 
 def _check_config(cfg: TrainConfig) -> TrainConfig:
+    check_numbers(cfg)
     runtime.check_run_options(cfg)
     if cfg.resize not in RESIZE_MODES:
         raise UsageError(f"invalid --resize {cfg.resize!r} (expected one of {', '.join(RESIZE_MODES)})")
