@@ -256,3 +256,18 @@ def test_empty_manifest_says_so(lines, capsys):
     Path("empty.lst").write_text("\n\n")
     rc, _, err = run_ketos(["train", *TRAIN, "-t", "empty.lst"], capsys)
     assert "empty.lst: manifest lists no files" in one_error(rc, err, expected_rc=2)
+
+
+def test_entity_bomb_and_external_entity_are_refused_naming_the_page_once(lines, capsys):
+    entities = '<!ENTITY e0 "lol">' + "".join(f'<!ENTITY e{i} "{f"&e{i - 1};" * 10}">' for i in range(1, 10))
+    entities += '<!ENTITY xxe SYSTEM "file:///etc/passwd">'
+    for name, ref in (("bomb.xml", "&e9;"), ("xxe.xml", "&xxe;")):
+        page = alto_page(lines, name, {"text": ref}).read_text()
+        (lines / name).write_text(page.replace("<alto ", f"<!DOCTYPE alto [{entities}]>\n<alto ", 1))
+    rc, out, err = run_ketos(["compile", "-o", "out.arrow", "bomb.xml", "xxe.xml"], capsys)
+    line = one_error(rc, err)
+    assert "no lines could be compiled" in line
+    for name in ("bomb.xml", "xxe.xml"):
+        (warning,) = [w for w in err.splitlines() if w.startswith("warning:") and name in w]
+        assert "XML does not parse" in warning and warning.count(name) == 1
+    assert "root:" not in out + err

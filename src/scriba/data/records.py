@@ -47,11 +47,13 @@ class SkippedItem:
     reason: str
 
     def __str__(self) -> str:
-        # the path once: path-format lines are named by their file, and reasons may repeat the location
+        # the path once: path-format lines are named by their file, and a reason carried over from an error
+        # message may already name the file (and its line or element)
         same = self.element is None or self.element == self.source
         where = self.source if same else f"{self.source} ({self.element})"
         reason = self.reason
-        for prefix in (f"{where}: ", f"{self.source}: "):
-            if reason.startswith(prefix):
-                reason = reason[len(prefix) :]
+        if reason.startswith(f"{where}: ") or (same and reason.startswith(f"{self.source} (")):
+            return reason
+        if reason.startswith(f"{self.source}: "):
+            reason = reason[len(self.source) + 2 :]
         return f"{where}: {reason}"

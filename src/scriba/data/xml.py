@@ -144,10 +144,13 @@ def _read_tree(path: str) -> etree._Element:
     try:
         parser = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=True)
         return etree.parse(path, parser).getroot()
-    except OSError as e:
-        raise InputError(f"cannot be read: {e}", path=path) from None
     except etree.XMLSyntaxError as e:
-        raise InputError(f"XML does not parse: {e}", path=path) from None
+        # lxml appends "(file, line N)" to its message; the file is named once, by the InputError
+        msg = re.sub(r", line \d+, column \d+$", "", e.msg or "").strip() or "syntax error"
+        raise InputError(f"XML does not parse: {msg}", path=path, element=f"line {e.lineno}") from None
+    except OSError as e:
+        reason = str(e).rsplit(": ", 1)[-1] if ": " in str(e) else "cannot be read"
+        raise InputError(f"cannot be read: {reason}", path=path) from None
 
 
 def detect_filetype(root: etree._Element, path: str) -> str:
