@@ -1,4 +1,4 @@
-"""The readers' answers to malformed input, one reader at a time (the CLI's side: tests/cli/test_bad_input.py)."""
+"""The readers' answers to malformed input, one reader at a time (the CLI side: tests/cli/test_bad_input.py)."""
 
 from __future__ import annotations
 
