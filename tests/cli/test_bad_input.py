@@ -271,3 +271,15 @@ def test_entity_bomb_and_external_entity_are_refused_naming_the_page_once(lines,
         (warning,) = [w for w in err.splitlines() if w.startswith("warning:") and name in w]
         assert "XML does not parse" in warning and warning.count(name) == 1
     assert "root:" not in out + err
+
+
+def test_null_in_experiment_file_leaves_the_default(lines, monkeypatch, capsys):
+    import scriba.jobs.train.job as job
+
+    seen = []
+    monkeypatch.setattr(job, "train", lambda cfg, g: seen.append((cfg, g)) or job.TrainResult(output_dir="m"))
+    Path("exp.yml").write_text("seed: null\ntrain:\n  lrate: null\n  epochs: ~\n  codec: null\n")
+    rc, _, err = run_ketos(["--config", "exp.yml", "train", "-f", "path", "-t", "train.lst"], capsys)
+    assert rc == 0, err
+    ((cfg, g),) = seen
+    assert (cfg.lrate, cfg.epochs, cfg.codec, g.seed) == (3e-4, -1, None, None)

@@ -73,6 +73,8 @@ def apply_experiment_file(ctx: click.Context, path: str, values: dict[str, Any])
                 raise UsageError(f"section '{key}' must be a mapping of option names to values", path=path)
             default_map[key] = _section(group.commands[key], key, value, path, base, ctx)
         elif name in global_params:
+            if value is None:  # `key: null` (or a key without a value) leaves the default
+                continue
             if ctx.get_parameter_source(name) in (click.core.ParameterSource.DEFAULT, None):
                 values[name] = _convert(global_params[name], value, path, key, base, ctx)
         else:
@@ -88,6 +90,8 @@ def _section(cmd: click.Command, section: str, entries: dict, path: str, base: P
         key = str(key)
         if key not in params:
             _warn_unknown(key, list(params), path, section)
+            continue
+        if value is None:  # `key: null` (or a key without a value) leaves the default
             continue
         out[key] = _convert(params[key], value, path, f"{section}.{key}", base, ctx)
     return out
