@@ -283,3 +283,9 @@ def test_null_in_experiment_file_leaves_the_default(lines, monkeypatch, capsys):
     assert rc == 0, err
     ((cfg, g),) = seen
     assert (cfg.lrate, cfg.epochs, cfg.codec, g.seed) == (3e-4, -1, None, None)
+
+
+def test_surrogate_escape_in_experiment_file_is_refused(lines, capsys):
+    Path("exp.yml").write_text('train:\n  checkpoint_path: "\\ud800\\udc00"\n')
+    rc, _, err = run_ketos(["--config", "exp.yml", "train", "-f", "path", "-t", "train.lst"], capsys)
+    assert "holds a lone surrogate" in one_error(rc, err, expected_rc=2)

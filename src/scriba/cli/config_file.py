@@ -51,7 +51,21 @@ def load_yaml(path: str) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise UsageError("an experiment file must be a mapping of option names to values", path=path)
+    _check_strings(data, path)
     return data
+
+
+def _check_strings(value: Any, path: str, seen: set[int] | None = None) -> None:
+    """Refuses ``"\\ud800"`` escapes: YAML decodes them to lone surrogates, which no file name or text can hold."""
+    seen = set() if seen is None else seen
+    if isinstance(value, str):
+        if any("\ud800" <= ch <= "\udfff" for ch in value):
+            raise UsageError(f"{value.encode('utf-8', 'backslashreplace').decode()!r} holds a lone surrogate", path=path)
+    elif isinstance(value, (dict, list)) and id(value) not in seen:
+        seen.add(id(value))  # anchors can make a list hold itself
+        items = [x for kv in value.items() for x in kv] if isinstance(value, dict) else value
+        for v in items:
+            _check_strings(v, path, seen)
 
 
 def apply_experiment_file(ctx: click.Context, path: str, values: dict[str, Any]) -> dict[str, Any]:
