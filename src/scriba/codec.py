@@ -26,6 +26,9 @@ def _load_mapping(charset: Any, path: str | None = None) -> dict[str, list[int]]
         for key, value in charset.items():
             if not isinstance(key, str) or key == "":
                 raise CodecError(f"codec entry {key!r} is not a non-empty string", path=path)
+            if any("\ud800" <= ch <= "\udfff" for ch in key):
+                # JSON's "\ud800" escapes decode to lone surrogates, which no text (and no weights file) holds
+                raise CodecError(f"codec entry {key!r} holds a lone surrogate", path=path)
             labels = [value] if isinstance(value, int) else list(value) if isinstance(value, (list, tuple)) else []
             if not labels or any(
                 not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= MAX_LABEL for v in labels
