@@ -106,8 +106,6 @@ def test_from_spec_variants():
 
 
 def test_codec_file_with_a_lone_surrogate_key_is_refused(tmp_path):
-    from scriba.errors import CodecError
-
     path = tmp_path / "c.json"
     path.write_text('{"\\ud800": [1], "a": [2]}')
     with pytest.raises(CodecError, match="lone surrogate") as err:
