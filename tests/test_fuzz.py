@@ -313,7 +313,13 @@ def test_fuzz_arrow_bytes(folder, data):
 
 _small = st.integers(0, 5).map(str)
 _blocks = st.one_of(
-    st.builds(lambda nl, a, b, c: f"C{nl}{a},{b},{c}", st.sampled_from(["r", "l", "s", "t", "m", "lr"]), _small, _small, _small),
+    st.builds(
+        lambda nl, a, b, c: f"C{nl}{a},{b},{c}",
+        st.sampled_from(["r", "l", "s", "t", "m", "lr"]),
+        _small,
+        _small,
+        _small,
+    ),
     st.builds(lambda a, b, c, d: f"Mp{a},{b},{c},{d}", _small, _small, _small, _small),
     st.builds(lambda a, b: f"Mp{a},{b}", _small, _small),
     st.builds(lambda d, x, n: f"L{d}{x}{n}", st.sampled_from("frb"), st.sampled_from(["x", "y", "xs", "ys"]), _small),
@@ -322,7 +328,20 @@ _blocks = st.one_of(
     st.builds(lambda d, k, n: f"O{d}{k}{n}", st.sampled_from("012"), st.sampled_from(["c", "l", "s", "ca"]), _small),
     st.builds(lambda g: f"Gn{g}", _small),
     st.builds(lambda d, c: f"A{d},{c}", _small, _small),
-    st.sampled_from(["I", "S1(1x0)1,3", "Lbx4", "Cr3,3,4", "Mp2,2", "Wxyz", "[Cr3,3,2 Mp2,2]", "(I I)", "(Cr3,3,2 Cr3,3,2)", "Cr3,3,99999999"]),
+    st.sampled_from(
+        [
+            "I",
+            "S1(1x0)1,3",
+            "Lbx4",
+            "Cr3,3,4",
+            "Mp2,2",
+            "Wxyz",
+            "[Cr3,3,2 Mp2,2]",
+            "(I I)",
+            "(Cr3,3,2 Cr3,3,2)",
+            "Cr3,3,99999999",
+        ]
+    ),
 )
 
 
@@ -406,14 +425,20 @@ _yaml_scalars = st.one_of(
 
 @budget(60)
 @given(
-    st.dictionaries(st.sampled_from(["precision", "seed", "deterministic", "threads", "device", "bogus"]), _yaml_scalars, max_size=3),
+    st.dictionaries(
+        st.sampled_from(["precision", "seed", "deterministic", "threads", "device", "bogus"]), _yaml_scalars, max_size=3
+    ),
     st.dictionaries(_option_names, _yaml_scalars, max_size=4),
 )
 def test_fuzz_experiment_file(folder, top, section):
     import scriba.jobs.train.job as job
     from scriba.cli.main import main
 
-    text = "".join(f"{k}: {v}\n" for k, v in top.items()) + "train:\n" + "".join(f"  {k}: {v}\n" for k, v in section.items())
+    text = (
+        "".join(f"{k}: {v}\n" for k, v in top.items())
+        + "train:\n"
+        + "".join(f"  {k}: {v}\n" for k, v in section.items())
+    )
     path = _write(folder, "fuzz.yml", text)
     out, err = io.StringIO(), io.StringIO()
     fake = mock.Mock(return_value=job.TrainResult(output_dir="m"))

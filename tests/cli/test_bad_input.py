@@ -237,7 +237,9 @@ def test_cuda_device_without_cuda_is_refused_in_train_and_test(lines, capsys):
     rc, _, err = run_ketos(["-d", "cuda:0", "train", *TRAIN, "-t", "train.lst", "-e", "val.lst", "-o", "m"], capsys)
     assert "'cuda:0' requested but this machine has no CUDA device" in one_error(rc, err, expected_rc=2)
     assert not list(Path().glob("m/*.ckpt"))
-    rc, _, err = run_ketos(["-d", "cuda:0", "test", "-f", "path", "-m", str(_tiny_model(lines)), "-e", "val.lst"], capsys)
+    rc, _, err = run_ketos(
+        ["-d", "cuda:0", "test", "-f", "path", "-m", str(_tiny_model(lines)), "-e", "val.lst"], capsys
+    )
     assert "cuda:0" in one_error(rc, err, expected_rc=2)
 
 

@@ -79,7 +79,10 @@ def test_image_errors_in_words(tmp_path: Path) -> None:
         assert "BytesIO" not in image_error(err.value) and "not an image file" in image_error(err.value)
     with pytest.raises(Image.DecompressionBombError) as err:
         Image.open(bomb)
-    assert image_error(err.value) == "image of 1,600,000,000 pixels exceeds the limit of 800,000,000 (decompression bomb guard)"
+    assert (
+        image_error(err.value)
+        == "image of 1,600,000,000 pixels exceeds the limit of 800,000,000 (decompression bomb guard)"
+    )
 
 
 STRUCT = pa.struct([("text", pa.string()), ("im", pa.binary())])

@@ -37,7 +37,8 @@ def load_yaml(path: str) -> dict[str, Any]:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
-        raise UsageError(f"experiment file is not UTF-8 text (byte {e.start})", path=path, element=f"line {line}") from None
+        where = f"line {line}"
+        raise UsageError(f"experiment file is not UTF-8 text (byte {e.start})", path=path, element=where) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -60,7 +61,8 @@ def _check_strings(value: Any, path: str, seen: set[int] | None = None) -> None:
     seen = set() if seen is None else seen
     if isinstance(value, str):
         if any("\ud800" <= ch <= "\udfff" for ch in value):
-            raise UsageError(f"{value.encode('utf-8', 'backslashreplace').decode()!r} holds a lone surrogate", path=path)
+            shown = value.encode("utf-8", "backslashreplace").decode()
+            raise UsageError(f"{shown!r} holds a lone surrogate", path=path)
     elif isinstance(value, (dict, list)) and id(value) not in seen:
         seen.add(id(value))  # anchors can make a list hold itself
         items = [x for kv in value.items() for x in kv] if isinstance(value, dict) else value
