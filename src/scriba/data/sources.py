@@ -85,7 +85,10 @@ def expand_paths(paths: Iterable[str | os.PathLike]) -> list[str]:
     for p in paths:
         p = os.fspath(p)
         if glob.has_magic(p):
-            out.extend(sorted(m for m in glob.glob(p, recursive=True) if os.path.isfile(m)))
+            matches = sorted(m for m in glob.glob(p, recursive=True) if os.path.isfile(m))
+            if not matches:
+                logger.warning("%s matches no file", p)
+            out.extend(matches)
         elif os.path.isfile(p):
             out.append(p)
         elif os.path.isdir(p):
