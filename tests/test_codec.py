@@ -103,3 +103,11 @@ def test_from_spec_variants():
     assert Codec.from_spec(None, ["ab"]).c2l == {"a": [1], "b": [2]}
     assert Codec.from_spec({"x": 3}).c2l == {"x": [3]}
     assert Codec("ab").to_json() == {"a": [1], "b": [2]}
+
+
+def test_codec_file_with_a_lone_surrogate_key_is_refused(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text('{"\\ud800": [1], "a": [2]}')
+    with pytest.raises(CodecError, match="lone surrogate") as err:
+        load_codec_file(str(path))
+    assert str(err.value).startswith(f"{path}: ")

@@ -13,19 +13,31 @@ from typing import Any
 
 from scriba.errors import CodecError, EncodeError
 
+# a label is a row of the output layer: beyond this the layer alone would take gigabytes
+MAX_LABEL = 1_000_000
+
 Span = tuple[int, int, int, float]
 CharSpan = tuple[str, int, int, float]
 
 
-def _load_mapping(charset: Any) -> dict[str, list[int]]:
+def _load_mapping(charset: Any, path: str | None = None) -> dict[str, list[int]]:
     if isinstance(charset, Mapping):
         c2l: dict[str, list[int]] = {}
         for key, value in charset.items():
             if not isinstance(key, str) or key == "":
-                raise CodecError(f"codec entry {key!r} is not a non-empty string")
-            labels = [value] if isinstance(value, int) else list(value)
-            if not labels or any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in labels):
-                raise CodecError(f"codec entry {key!r} needs labels >= 1 (0 is the CTC blank), got {value!r}")
+                raise CodecError(f"codec entry {key!r} is not a non-empty string", path=path)
+            if any("\ud800" <= ch <= "\udfff" for ch in key):
+                # JSON's "\ud800" escapes decode to lone surrogates, which no text (and no weights file) holds
+                raise CodecError(f"codec entry {key!r} holds a lone surrogate", path=path)
+            labels = [value] if isinstance(value, int) else list(value) if isinstance(value, (list, tuple)) else []
+            if not labels or any(
+                not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= MAX_LABEL for v in labels
+            ):
+                raise CodecError(
+                    f"codec entry {key!r} needs a list of labels from 1 to {MAX_LABEL:,} (0 is the CTC blank), "
+                    f"got {value!r}",
+                    path=path,
+                )
             c2l[key] = labels
         return c2l
     if isinstance(charset, str):
@@ -40,14 +52,25 @@ def _load_mapping(charset: Any) -> dict[str, list[int]]:
 
 def load_codec_file(path: str) -> dict[str, list[int]]:
     """Reads an explicit codec from a JSON object file ``{"a": [1], "ch": [2, 3]}``."""
+    path = str(path)
     try:
-        with open(path, encoding="utf-8") as fp:
-            data = json.load(fp)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CodecError(f"cannot read codec: {exc}", path=str(path)) from None
+        with open(path, "rb") as fp:
+            raw = fp.read()
+    except OSError as exc:
+        raise CodecError(f"codec file cannot be read ({exc.strerror or exc})", path=path) from None
+    try:
+        data = json.loads(raw.decode("utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        raise CodecError(f"codec file is not UTF-8 text (byte {exc.start})", path=path) from None
+    except json.JSONDecodeError as exc:
+        raise CodecError(f"codec file is not valid JSON: {exc.msg}", path=path, element=f"line {exc.lineno}") from None
+    except RecursionError:
+        raise CodecError("codec file is nested too deeply to be a codec", path=path) from None
     if not isinstance(data, dict):
-        raise CodecError("codec file must hold a JSON object mapping strings to label lists", path=str(path))
-    return _load_mapping(data)
+        raise CodecError("codec file must hold a JSON object mapping strings to label lists", path=path)
+    if not data:
+        raise CodecError("codec file holds an empty object: a codec needs at least one entry", path=path)
+    return _load_mapping(data, path)
 
 
 class Codec:
@@ -73,6 +96,10 @@ class Codec:
             return cls.from_text(texts)
         if isinstance(spec, str):
             return cls(load_codec_file(spec))
+        if isinstance(spec, Mapping) and not spec:
+            raise CodecError("the codec is empty: it needs at least one entry (a string mapped to labels)")
+        if not isinstance(spec, Mapping):
+            raise CodecError(f"a codec is a mapping of strings to label lists, not a {type(spec).__name__}")
         return cls(spec)
 
     def _rebuild(self) -> None:

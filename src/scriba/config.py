@@ -7,6 +7,7 @@ The CLI reads its defaults and help from these classes; the library API takes th
 
 from __future__ import annotations
 
+import math
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
@@ -214,6 +215,27 @@ def default(cls: type, name: str) -> Any:
 
 def field_names(cls: type) -> set[str]:
     return {f.name for f in fields(cls)}
+
+
+def check_numbers(cfg: Any) -> None:
+    """Refuses numeric fields of a configuration that are not finite numbers of their type.
+
+    The command line checks its options itself; this covers configurations built in code (``lrate=nan``,
+    ``epochs=1.5``, ``batch_size=True``), which would otherwise fail deep inside torch or train on garbage.
+    """
+    from scriba.errors import UsageError
+
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        kind = str(f.type).replace(" | None", "")
+        if value is None and "None" in str(f.type):
+            continue
+        if kind == "int" and (isinstance(value, bool) or not isinstance(value, int)):
+            raise UsageError(f"{f.name} must be a whole number, not {value!r}")
+        if kind == "float" and (
+            isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+        ):
+            raise UsageError(f"{f.name} must be a finite number, not {value!r}")
 
 
 def build(cls: type, values: dict[str, Any]) -> Any:

@@ -94,3 +94,9 @@ def test_binary_records(kraken_data: Path) -> None:
 def test_unknown_format() -> None:
     with pytest.raises(UsageError):
         list(iter_records(["a"], "hocr"))
+
+
+def test_a_pattern_that_matches_nothing_is_reported(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING"):
+        assert expand_paths([str(tmp_path / "*.png")]) == []
+    assert f"{tmp_path / '*.png'} matches no file" in caplog.text

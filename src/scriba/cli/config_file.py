@@ -27,22 +27,47 @@ _NOT_SETTABLE = {"config_file", "help", "version"}
 
 def load_yaml(path: str) -> dict[str, Any]:
     try:
-        with open(path, encoding="utf-8") as fp:
-            data = yaml.safe_load(fp)
+        with open(path, "rb") as fp:
+            raw = fp.read()
     except FileNotFoundError:
         raise UsageError("experiment file not found", path=path) from None
     except OSError as e:
         raise UsageError(f"cannot read experiment file ({e.strerror})", path=path) from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        where = f"line {line}"
+        raise UsageError(f"experiment file is not UTF-8 text (byte {e.start})", path=path, element=where) from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else None
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise UsageError(f"not valid YAML: {problem}", path=path, element=where) from None
+    except RecursionError:
+        raise UsageError("not valid YAML: nested too deeply", path=path) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise UsageError("an experiment file must be a mapping of option names to values", path=path)
+    _check_strings(data, path)
     return data
+
+
+def _check_strings(value: Any, path: str, seen: set[int] | None = None) -> None:
+    """Refuses ``"\\ud800"`` escapes: YAML decodes them to lone surrogates, which no file name or text can hold."""
+    seen = set() if seen is None else seen
+    if isinstance(value, str):
+        if any("\ud800" <= ch <= "\udfff" for ch in value):
+            shown = value.encode("utf-8", "backslashreplace").decode()
+            raise UsageError(f"{shown!r} holds a lone surrogate", path=path)
+    elif isinstance(value, (dict, list)) and id(value) not in seen:
+        seen.add(id(value))  # anchors can make a list hold itself
+        items = [x for kv in value.items() for x in kv] if isinstance(value, dict) else value
+        for v in items:
+            _check_strings(v, path, seen)
 
 
 def apply_experiment_file(ctx: click.Context, path: str, values: dict[str, Any]) -> dict[str, Any]:
@@ -64,6 +89,8 @@ def apply_experiment_file(ctx: click.Context, path: str, values: dict[str, Any])
                 raise UsageError(f"section '{key}' must be a mapping of option names to values", path=path)
             default_map[key] = _section(group.commands[key], key, value, path, base, ctx)
         elif name in global_params:
+            if value is None:  # `key: null` (or a key without a value) leaves the default
+                continue
             if ctx.get_parameter_source(name) in (click.core.ParameterSource.DEFAULT, None):
                 values[name] = _convert(global_params[name], value, path, key, base, ctx)
         else:
@@ -79,6 +106,8 @@ def _section(cmd: click.Command, section: str, entries: dict, path: str, base: P
         key = str(key)
         if key not in params:
             _warn_unknown(key, list(params), path, section)
+            continue
+        if value is None:  # `key: null` (or a key without a value) leaves the default
             continue
         out[key] = _convert(params[key], value, path, f"{section}.{key}", base, ctx)
     return out
@@ -112,7 +141,30 @@ def _convert_one(param: click.Parameter, value: Any, path: str, key: str, base: 
             value = str(base / value)
     if isinstance(value, (dict, list)):
         raise UsageError(f"'{key}' expects {param.type.name}, got a {type(value).__name__}", path=path)
+    problem = _type_mismatch(param.type, value)
+    if problem:
+        shown = str(value).lower() if isinstance(value, bool) else repr(value)
+        raise UsageError(f"invalid value for '{key}': {shown} {problem}", path=path)
     try:
         return param.type.convert(value, param, ctx)
     except click.BadParameter as e:
         raise UsageError(f"invalid value for '{key}': {e.message}", path=path) from None
+
+
+def _type_mismatch(kind: click.ParamType, value: Any) -> str | None:
+    """Why a YAML value does not fit an option's type; None if it does.
+
+    click converts whatever it is given (``int(1.5)`` is 1, ``int(True)`` is 1, ``float(True)`` is 1.0): a value
+    of the wrong YAML type is refused here instead of silently becoming another number.
+    """
+    if isinstance(kind, click.types.BoolParamType):
+        return None if isinstance(value, (bool, str)) else "is not true or false"
+    if isinstance(value, bool):
+        if isinstance(kind, click.types.IntParamType):
+            return "is not a whole number"
+        return "is not a number" if isinstance(kind, click.types.FloatParamType) else "is not text"
+    if isinstance(kind, click.types.IntParamType) and isinstance(value, float) and not value.is_integer():
+        return "is not a whole number"
+    if isinstance(kind, click.Path) and not isinstance(value, str):
+        return "is not a path"
+    return None

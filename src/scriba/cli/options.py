@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import click
@@ -9,6 +10,16 @@ import click
 from scriba import config as C
 
 Decorator = Callable[[Callable], Callable]
+
+
+class FiniteFloatRange(click.FloatRange):
+    """click's FloatRange without ``nan`` and ``inf``, which pass its bounds checks (``nan < 0`` is false)."""
+
+    def convert(self, value, param, ctx):
+        rv = super().convert(value, param, ctx)
+        if not math.isfinite(rv):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return rv
 
 
 def apply(*decorators: Decorator) -> Decorator:
@@ -73,7 +84,7 @@ def optim_options(cls: type, *, warmup_type: type = int, min_delta_help: str | N
                      help="Load existing weights or checkpoint to start a new training run from."),
         click.option("--resume", type=click.Path(exists=True, dir_okay=False), default=None,
                      help="Continue an interrupted run from its checkpoint (all state and options restored)."),
-        click.option("-F", "--freq", type=click.FloatRange(0, min_open=True), default=d("freq"),
+        click.option("-F", "--freq", type=FiniteFloatRange(0, min_open=True), default=d("freq"),
                      help="Checkpoint and validation frequency in epochs (a fraction validates within epochs; "
                           "above 1 it must be an integer)."),
         click.option("-q", "--quit", type=click.Choice(C.QUIT_MODES), default=d("quit"),
@@ -84,26 +95,26 @@ def optim_options(cls: type, *, warmup_type: type = int, min_delta_help: str | N
                      help="Minimal number of epochs to train for when using early stopping."),
         click.option("--lag", type=click.IntRange(1), default=d("lag"),
                      help="Number of evaluations to wait before stopping training without improvement."),
-        click.option("--min-delta", type=click.FloatRange(0), default=d("min_delta"),
+        click.option("--min-delta", type=FiniteFloatRange(0), default=d("min_delta"),
                      help=min_delta_help or "Minimum improvement of the validation accuracy to reset early stopping."),
         click.option("--optimizer", type=click.Choice(C.OPTIMIZERS), default=d("optimizer"), help="Optimizer."),
-        click.option("-r", "--lrate", type=click.FloatRange(0, min_open=True), default=d("lrate"),
+        click.option("-r", "--lrate", type=FiniteFloatRange(0, min_open=True), default=d("lrate"),
                      help="Learning rate."),
-        click.option("-m", "--momentum", type=click.FloatRange(0), default=d("momentum"),
+        click.option("-m", "--momentum", type=FiniteFloatRange(0), default=d("momentum"),
                      help="Momentum (SGD, RMSprop)."),
-        click.option("-w", "--weight-decay", type=click.FloatRange(0), default=d("weight_decay"),
+        click.option("-w", "--weight-decay", type=FiniteFloatRange(0), default=d("weight_decay"),
                      help="Weight decay."),
-        click.option("--gradient-clip-val", type=click.FloatRange(0), default=d("gradient_clip_val"),
+        click.option("--gradient-clip-val", type=FiniteFloatRange(0), default=d("gradient_clip_val"),
                      help="Gradient norm clipping value (0 disables)."),
         click.option("--accumulate-grad-batches", type=click.IntRange(1), default=d("accumulate_grad_batches"),
                      help="Number of batches to accumulate gradient across."),
-        click.option("--warmup", type=click.FloatRange(0) if warmup_type is float else click.IntRange(0),
+        click.option("--warmup", type=FiniteFloatRange(0) if warmup_type is float else click.IntRange(0),
                      default=d("warmup"),
                      help="Number of steps to ramp up linearly to `lrate`." if warmup_type is int
                      else "Number of samples to ramp up linearly to `lrate`."),
         click.option("--schedule", type=click.Choice(C.SCHEDULES), default=d("schedule"),
                      help="Learning rate schedule. For 1cycle the cycle length is set by --epochs."),
-        click.option("-g", "--gamma", type=click.FloatRange(0, 1, min_open=True), default=d("gamma"),
+        click.option("-g", "--gamma", type=FiniteFloatRange(0, 1, min_open=True), default=d("gamma"),
                      help="Decay factor for exponential, step and reduceonplateau schedules."),
         click.option("-ss", "--step-size", type=click.IntRange(1), default=d("step_size"),
                      help="Validation runs between decays for exponential and step schedules."),
@@ -111,9 +122,9 @@ def optim_options(cls: type, *, warmup_type: type = int, min_delta_help: str | N
                      help="Validation runs without improvement that reduceonplateau tolerates; it lowers the rate at the next one."),
         click.option("--cos-max", "cos_t_max", type=click.IntRange(1), default=d("cos_t_max"),
                      help="Epoch of minimal learning rate for the cosine schedules."),
-        click.option("--cos-min-lr", type=click.FloatRange(0), default=d("cos_min_lr"),
+        click.option("--cos-min-lr", type=FiniteFloatRange(0), default=d("cos_min_lr"),
                      help="Minimal final learning rate for the cosine schedules."),
-        click.option("-p", "--partition", type=click.FloatRange(0, 1, min_open=True), default=d("partition"),
+        click.option("-p", "--partition", type=FiniteFloatRange(0, 1, min_open=True), default=d("partition"),
                      help="Ground truth data partition ratio between train/validation set."),
         click.option("--augment/--no-augment", default=d("augment"), help="Enable image augmentation."),
         click.option("--logger", "pl_logger", type=click.Choice(C.LOGGERS), default=None,

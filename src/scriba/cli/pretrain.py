@@ -18,13 +18,13 @@ from scriba.errors import UsageError
 @click.option("-mw", "--mask-width", type=click.IntRange(1), default=C.default(C.PretrainConfig, "mask_width"),
               help="Width of sampled masks at the scale of the subsampled tensor, e.g. 4x subsampling with mask "
                    "width 3 masks 12 pixels.")
-@click.option("-mp", "--mask-probability", "mask_prob", type=click.FloatRange(0, 1),
+@click.option("-mp", "--mask-probability", "mask_prob", type=O.FiniteFloatRange(0, 1),
               default=C.default(C.PretrainConfig, "mask_prob"),
               help="Probability of a position being the start of a mask; spans do not overlap, so this is "
                    "also the expected share of each line that is masked.")
 @click.option("-nn", "--num-negatives", type=click.IntRange(1), default=C.default(C.PretrainConfig, "num_negatives"),
               help="Number of negative samples for the contrastive loss.")
-@click.option("-lt", "--logit-temp", type=click.FloatRange(0, min_open=True),
+@click.option("-lt", "--logit-temp", type=O.FiniteFloatRange(0, min_open=True),
               default=C.default(C.PretrainConfig, "logit_temp"),
               help="Temperature that divides the logits of the contrastive loss.")
 @O.ground_truth_argument()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
 from scriba import config as C
@@ -50,13 +48,6 @@ def load_codec_option(value):
         return value
     if not isinstance(value, str):
         raise UsageError(f"--codec expects a JSON file or a mapping, got {type(value).__name__}")
-    try:
-        with open(value, encoding="utf-8") as fp:
-            data = json.load(fp)
-    except OSError as e:
-        raise UsageError(f"cannot read codec file ({e.strerror})", path=value) from None
-    except json.JSONDecodeError as e:
-        raise UsageError(f"codec file is not valid JSON: {e.msg}", path=value, element=f"line {e.lineno}") from None
-    if not isinstance(data, dict):
-        raise UsageError("a codec file must hold a JSON object mapping characters to label lists", path=value)
-    return data
+    from scriba.codec import load_codec_file
+
+    return load_codec_file(value)

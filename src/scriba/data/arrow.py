@@ -165,6 +165,35 @@ def write_dataset(
         return writer.finish(meta)
 
 
+def _check_schema(schema: pa.Schema, path: str) -> None:
+    """Refuses tables that are not laid out as kraken's line datasets, naming the column or field at fault."""
+    for name in ("lines", *SPLITS):
+        if len(schema.get_all_field_indices(name)) > 1:
+            raise InputError(f"column '{name}' appears more than once", path=path)
+    lines = schema.field("lines").type
+    if not pa.types.is_struct(lines):
+        raise InputError(f"column 'lines' holds {lines}, not a struct of text and im (not a kraken dataset)", path=path)
+    fields = {lines.field(i).name: lines.field(i).type for i in range(lines.num_fields)}
+    expected = {
+        "text": (pa.types.is_string, pa.types.is_large_string, "string"),
+        "im": (pa.types.is_binary, pa.types.is_large_binary, "binary"),
+    }
+    for name, (small, large, kind) in expected.items():
+        if name not in fields:
+            raise InputError(f"column 'lines' has no '{name}' field (not a kraken dataset)", path=path)
+        if not (small(fields[name]) or large(fields[name])):
+            raise InputError(f"field 'lines.{name}' holds {fields[name]}, not {kind}", path=path)
+    lang = fields.get("language")
+    if lang is not None and not (
+        (pa.types.is_list(lang) or pa.types.is_large_list(lang))
+        and (pa.types.is_string(lang.value_type) or pa.types.is_large_string(lang.value_type))
+    ):
+        raise InputError(f"field 'lines.language' holds {lang}, not a list of strings", path=path)
+    for name in SPLITS:
+        if name in schema.names and not pa.types.is_boolean(schema.field(name).type):
+            raise InputError(f"column '{name}' holds {schema.field(name).type}, not bool", path=path)
+
+
 class ArrowDataset:
     """Random access to a compiled dataset (memory-mapped; picklable for data loader workers)."""
 
@@ -184,13 +213,19 @@ class ArrowDataset:
             self.metadata: dict[str, Any] = json.loads(raw)
         except ValueError:
             raise InputError("metadata record is not valid JSON", path=self.path) from None
+        if not isinstance(self.metadata, dict):
+            kind = {list: "an array", str: "a string", bool: "a boolean"}.get(type(self.metadata), "a number")
+            kind = "null" if self.metadata is None else kind
+            raise InputError(f"metadata record is {kind}, not a JSON object (not a kraken dataset)", path=self.path)
+        _check_schema(table.schema, self.path)
         dtype = self.metadata.get("type")
         if dtype not in SEG_TYPES:
             raise InputError(f"unknown dataset type {dtype!r}", path=self.path)
         self.seg_type: str = SEG_TYPES[dtype]
         # kraken treats files that predate the flag as extracted with the legacy polygon code.
         self.legacy_polygons: bool = bool(self.metadata.get("legacy_polygons", True))
-        self.im_mode: str | None = self.metadata.get("im_mode")
+        mode = self.metadata.get("im_mode")
+        self.im_mode: str | None = mode if isinstance(mode, str) else None
         column = table.column("lines")
         self._chunks = [c for c in column.chunks if len(c)]
         self._starts = [0]

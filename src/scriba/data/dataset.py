@@ -14,7 +14,6 @@ import logging
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from io import BytesIO
 from typing import Any
 
 import numpy as np
@@ -292,25 +291,24 @@ def ignore_sigint(_worker_id: int = 0) -> None:
 
 
 def _line_size(rec: LineRecord) -> tuple[float, float]:
-    from PIL import Image
+    from scriba.data.images import header_size
 
-    try:
-        if rec.image_bytes is not None:
-            with Image.open(BytesIO(rec.image_bytes)) as im:
-                w, h = im.size
-        elif rec.boundary:
-            xs = [p[0] for p in rec.boundary]
-            ys = [p[1] for p in rec.boundary]
-            w, h = max(xs) - min(xs), max(ys) - min(ys)
-        elif rec.bbox is not None:
-            w, h = rec.bbox[2] - rec.bbox[0], rec.bbox[3] - rec.bbox[1]
-        elif rec.image is not None:
-            with Image.open(rec.image) as im:
-                w, h = im.size
-        else:
-            return 0.0, 0.0
-    except (OSError, ValueError):
+    size: tuple[float, float] | None
+    if rec.image_bytes is not None:
+        size = header_size(rec.image_bytes)
+    elif rec.boundary:
+        xs = [p[0] for p in rec.boundary]
+        ys = [p[1] for p in rec.boundary]
+        size = max(xs) - min(xs), max(ys) - min(ys)
+    elif rec.bbox is not None:
+        size = rec.bbox[2] - rec.bbox[0], rec.bbox[3] - rec.bbox[1]
+    elif rec.image is not None:
+        size = header_size(rec.image)
+    else:
+        size = None
+    if size is None:
         return 0.0, 0.0
+    w, h = size
     if rec.vertical:
         w, h = h, w
     return float(w), float(h)

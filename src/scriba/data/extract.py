@@ -15,18 +15,18 @@ import math
 from collections.abc import MutableMapping
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageDraw, ImageOps
 
+from scriba.data.images import image_error
 from scriba.data.legacy_extract import legacy_line
-from scriba.data.records import LineRecord
+from scriba.data.records import LineRecord, polygon_area
 from scriba.errors import InputError
 
 MIN_BASELINE_LENGTH = 5.0
+MIN_POLYGON_AREA = 1.0
 # A miter joint is stretched by 1/cos(half the turn); beyond this factor (turns over ~120 degrees) the
 # envelope would fold, so the offset is capped.
 _MAX_MITER = 2.0
-
-Image.MAX_IMAGE_PIXELS = 20000**2
 
 
 class LineError(InputError):
@@ -75,8 +75,8 @@ def open_page(path: str, data: bytes | None = None) -> Image.Image:
             im.load()
     except FileNotFoundError:
         raise InputError("image file not found", path=path) from None
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
-        raise InputError(f"image cannot be read: {e}", path=path) from None
+    except Exception as e:  # noqa: BLE001 - decoders of damaged files raise all kinds of errors
+        raise InputError(f"image cannot be read: {image_error(e)}", path=path) from None
     im = _normalize_mode(im)
     if im.mode != "1" and is_bitonal(im):
         im = im.convert("1")
@@ -92,6 +92,9 @@ def extract_line(page: Image.Image, record: LineRecord, legacy_polygons: bool = 
     if record.kind == "baselines" and record.baseline is not None:
         if not record.boundary or len(record.boundary) < 3:
             raise LineError("no boundary polygon", **where)
+        if polygon_area(record.boundary) < MIN_POLYGON_AREA:
+            # Pillow draws the outline of a flat polygon: a 1-pixel line image with the whole transcription
+            raise LineError("boundary polygon has no area", **where)
         return _polygon_line(page, record, legacy_polygons, where)
     if record.bbox is None:
         return page.rotate(90, expand=True) if record.vertical else page
@@ -116,7 +119,7 @@ def load_line_image(
             im.load()
         except Exception as e:
             raise LineError(
-                f"stored line image cannot be decoded: {e}", path=record.source, element=record.id
+                f"stored line image cannot be decoded: {image_error(e)}", path=record.source, element=record.id
             ) from None
         return im
     if record.image is None:

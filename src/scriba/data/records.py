@@ -31,6 +31,13 @@ class LineRecord:
     tags: dict[str, str] = field(default_factory=dict)
 
 
+def polygon_area(points: list[tuple[float, float]]) -> float:
+    """The area a line's polygon encloses (shoelace formula; 0 for collinear or repeated points)."""
+    n = len(points)
+    twice = sum(points[i][0] * points[(i + 1) % n][1] - points[(i + 1) % n][0] * points[i][1] for i in range(n))
+    return abs(twice) / 2
+
+
 @dataclass
 class SkippedItem:
     """An item left out of a dataset, with why: every skip is counted and reported."""
@@ -40,5 +47,13 @@ class SkippedItem:
     reason: str
 
     def __str__(self) -> str:
-        where = self.source if self.element is None else f"{self.source} ({self.element})"
-        return f"{where}: {self.reason}"
+        # the path once: path-format lines are named by their file, and a reason carried over from an error
+        # message may already name the file (and its line or element)
+        same = self.element is None or self.element == self.source
+        where = self.source if same else f"{self.source} ({self.element})"
+        reason = self.reason
+        if reason.startswith(f"{where}: ") or (same and reason.startswith(f"{self.source} (")):
+            return reason
+        if reason.startswith(f"{self.source}: "):
+            reason = reason[len(self.source) + 2 :]
+        return f"{where}: {reason}"

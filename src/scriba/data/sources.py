@@ -20,6 +20,8 @@ logger = logging.getLogger(__name__)
 FORMAT_TYPES = ("path", "xml", "alto", "page", "binary")
 
 SkipHandler = Callable[[SkippedItem], None]
+# missing manifest entries warned about one by one; beyond that, one line counts them
+MISSING_SHOWN = 5
 
 
 def warn_skip(item: SkippedItem) -> None:
@@ -31,7 +33,8 @@ def read_manifest(path: str | os.PathLike) -> list[str]:
 
     An entry that is relative and does not exist from the current directory is looked up relative to the
     manifest's folder. Entries that exist in neither place are left out with a warning naming the manifest
-    (as kraken does); a manifest that is missing or not text is a :class:`UsageError`.
+    (as kraken does); a manifest that is missing, not text, empty, or none of whose entries exist is a
+    :class:`UsageError`.
     """
     path = os.fspath(path)
     try:
@@ -47,6 +50,7 @@ def read_manifest(path: str | os.PathLike) -> list[str]:
         raise UsageError("manifest is not UTF-8 text (one path per line)", path=path) from None
     base = os.path.dirname(os.path.abspath(path))
     entries: list[str] = []
+    missing: list[str] = []
     for lineno, line in enumerate(text.splitlines(), start=1):
         entry = line.strip()
         if not entry:
@@ -58,7 +62,20 @@ def read_manifest(path: str | os.PathLike) -> list[str]:
         if not os.path.isabs(entry) and os.path.isfile(candidate):
             entries.append(os.path.normpath(candidate))
             continue
-        logger.warning('Invalid entry "%s" in %s (line %d): no such file', entry, path, lineno)
+        missing.append(entry)
+        if len(missing) <= MISSING_SHOWN:
+            logger.warning('Invalid entry "%s" in %s (line %d): no such file', entry, path, lineno)
+    if not missing and not entries:
+        raise UsageError("manifest lists no files (it is empty)", path=path)
+    if missing and not entries:
+        # every entry missing: a manifest written relative to another folder, not a few stray lines
+        raise UsageError(
+            f"none of its {len(missing)} entries exists (first: {missing[0]!r}; relative entries are looked up "
+            f"from the current directory and from {base})",
+            path=path,
+        )
+    if len(missing) > MISSING_SHOWN:
+        logger.warning("%d of the %d entries in %s do not exist", len(missing), len(missing) + len(entries), path)
     return entries
 
 
@@ -68,7 +85,10 @@ def expand_paths(paths: Iterable[str | os.PathLike]) -> list[str]:
     for p in paths:
         p = os.fspath(p)
         if glob.has_magic(p):
-            out.extend(sorted(m for m in glob.glob(p, recursive=True) if os.path.isfile(m)))
+            matches = sorted(m for m in glob.glob(p, recursive=True) if os.path.isfile(m))
+            if not matches:
+                logger.warning("%s matches no file", p)
+            out.extend(matches)
         elif os.path.isfile(p):
             out.append(p)
         elif os.path.isdir(p):
@@ -95,8 +115,10 @@ def read_path_record(image_path: str) -> LineRecord:
             text = fh.read().strip("\n\r")
     except FileNotFoundError:
         raise InputError(f"no transcription file {txt}", path=image_path) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"transcription {txt} cannot be read: {e}", path=image_path) from None
+    except UnicodeDecodeError as e:
+        raise InputError(f"transcription {txt} is not UTF-8 text (byte {e.start})", path=image_path) from None
+    except OSError as e:
+        raise InputError(f"transcription {txt} cannot be read: {e.strerror or e}", path=image_path) from None
     return LineRecord(id=image_path, source=image_path, text=text, image=image_path, kind="bbox")
 
 
@@ -145,13 +167,18 @@ def _binary_records(path: str, skip: SkipHandler) -> Iterator[LineRecord]:
         return
     kind = ds.seg_type or "bbox"
     for i in range(len(ds)):
+        try:
+            image = ds.image_bytes(i)
+        except InputError:  # a null image: the row is left out, the others are kept
+            skip(SkippedItem(path, f"row {i}", "row has no image"))
+            continue
         yield LineRecord(
             id=str(i),
             source=path,
             text=ds.text(i),
             kind=kind,
             language=ds.language(i),
-            image_bytes=ds.image_bytes(i),
+            image_bytes=image,
             split=ds.split(i),
         )
 

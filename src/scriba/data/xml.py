@@ -14,12 +14,18 @@ from collections.abc import Callable
 
 from lxml import etree
 
-from scriba.data.records import LineRecord, SkippedItem
+from scriba.data.records import LineRecord, SkippedItem, polygon_area
 from scriba.errors import InputError, UsageError
 
 FILETYPES = ("xml", "alto", "page")
 LINETYPES = ("baselines", "bbox")
 MIN_BASELINE_LENGTH = 5.0
+# Pages are at most Pillow's 20000x20000 pixels (see scriba.data.extract); coordinates a thousand times
+# beyond that are garbage, and left unchecked they overflow integer conversions and size estimates.
+MAX_COORDINATE = 1e7
+# pixels per unit of an mm10/inch1200 page; far beyond any scan's resolution
+MAX_SCALE = 1e4
+MIN_POLYGON_AREA = 1.0
 
 # fmt: off
 # PageXML names languages in English (its LanguageSimpleType); lines carry ISO 639-3 codes like kraken's.
@@ -96,16 +102,31 @@ def _add_languages(out: list[str], values: list[str]) -> None:
             out.append(code)
 
 
-def _points(value: str | None, where: str, path: str) -> list[tuple[float, float]]:
-    """``x,y x,y`` (PAGE) or ``x y x y`` (ALTO) to a list of points."""
+class _BadLine(Exception):
+    """A line whose own coordinates are unusable: it is skipped (and counted), the rest of the page is kept."""
+
+
+def _number(value: str) -> float:
+    """A coordinate: finite and within :data:`MAX_COORDINATE` (``ValueError`` otherwise)."""
+    v = float(value)
+    if not math.isfinite(v) or abs(v) > MAX_COORDINATE:
+        raise ValueError(value)
+    return v
+
+
+def _points(value: str | None) -> list[tuple[float, float]]:
+    """``x,y x,y`` (PAGE) or ``x y x y`` (ALTO) to a list of points; :class:`_BadLine` when unusable."""
     if value is None:
         return []
+    shown = value[:60] + ("..." if len(value) > 60 else "")
     try:
-        nums = [float(v) for v in value.replace(",", " ").split()]
+        nums = [_number(v) for v in value.replace(",", " ").split()]
     except ValueError:
-        raise InputError(f"coordinates are not numbers: {value[:60]!r}", path=path, element=where) from None
-    if len(nums) % 2 or not all(math.isfinite(v) for v in nums):
-        raise InputError(f"odd number of coordinates: {value[:60]!r}", path=path, element=where)
+        raise _BadLine(
+            f"coordinates are not finite numbers within +-{MAX_COORDINATE:.0e}: {shown!r}"
+        ) from None
+    if len(nums) % 2:
+        raise _BadLine(f"odd number of coordinates: {shown!r}")
     return list(zip(nums[::2], nums[1::2]))
 
 
@@ -123,10 +144,13 @@ def _read_tree(path: str) -> etree._Element:
     try:
         parser = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=True)
         return etree.parse(path, parser).getroot()
-    except OSError as e:
-        raise InputError(f"cannot be read: {e}", path=path) from None
     except etree.XMLSyntaxError as e:
-        raise InputError(f"XML does not parse: {e}", path=path) from None
+        # lxml appends "(file, line N)" to its message; the file is named once, by the InputError
+        msg = re.sub(r", line \d+, column \d+$", "", e.msg or "").strip() or "syntax error"
+        raise InputError(f"XML does not parse: {msg}", path=path, element=f"line {e.lineno}") from None
+    except OSError as e:
+        reason = str(e).rsplit(": ", 1)[-1] if ": " in str(e) else "cannot be read"
+        raise InputError(f"cannot be read: {reason}", path=path) from None
 
 
 def detect_filetype(root: etree._Element, path: str) -> str:
@@ -160,8 +184,10 @@ def _image_size(image: str, path: str) -> tuple[tuple[int, int], tuple[float, fl
             if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):
                 size = (size[1], size[0])
             return size, (float(dpi[0]), float(dpi[1])) if dpi else None
-    except Exception as e:
-        raise InputError(f"page image {image} cannot be read: {e}", path=path) from None
+    except Exception as e:  # noqa: BLE001 - decoders of damaged files raise all kinds of errors
+        from scriba.data.images import image_error
+
+        raise InputError(f"page image {image} cannot be read: {image_error(e)}", path=path) from None
 
 
 def _dimension(value: str | None, what: str, path: str) -> float:
@@ -186,7 +212,8 @@ def parse_page(
 
     Raises :class:`InputError` for a file that cannot be used at all (does not parse, names no image, bad
     dimensions or measurement unit). Single unusable lines (no baseline, baseline shorter than 5px, no
-    coordinates) go to ``on_skip`` and are left out; lines with empty text are kept.
+    coordinates, coordinates that are not finite numbers, a polygon without area) go to ``on_skip`` and are
+    left out; the rest of the page is kept, and so are lines with empty text.
     """
     path = os.fspath(path)
     if filetype not in FILETYPES:
@@ -203,6 +230,10 @@ def parse_page(
         image, candidates = _parse_page_xml(root, path, linetype)
     lines: list[LineRecord] = []
     for rec in candidates:
+        if isinstance(rec, SkippedItem):
+            if on_skip is not None:
+                on_skip(rec)
+            continue
         problem = _check_line(rec, linetype)
         if problem is None:
             lines.append(rec)
@@ -225,6 +256,8 @@ def _check_line(rec: LineRecord, linetype: str) -> str | None:
         return "baseline shorter than 5px"
     if not rec.boundary or len(rec.boundary) < 3:
         return "no boundary polygon"
+    if polygon_area(rec.boundary) < MIN_POLYGON_AREA:
+        return "boundary polygon has no area"
     return None
 
 
@@ -241,14 +274,21 @@ def _alto_scale(root: etree._Element, page_el: etree._Element | None, image: str
     # The page element's size is in the same unit as everything else, which gives the exact scale; the
     # image resolution is only the fallback.
     if pw > 0 and ph > 0:
-        return w / pw, h / ph
-    if dpi is None:
+        scale = w / pw, h / ph
+    elif dpi is None:
         raise InputError(f"coordinates in {unit} but neither page size nor image resolution is known", path=path)
-    per_inch = 254.0 if unit == "mm10" else 1200.0
-    return dpi[0] / per_inch, dpi[1] / per_inch
+    else:
+        per_inch = 254.0 if unit == "mm10" else 1200.0
+        scale = dpi[0] / per_inch, dpi[1] / per_inch
+    if not all(math.isfinite(v) and 0 < v < MAX_SCALE for v in scale):
+        raise InputError(f"page size in {unit} does not fit its {w}x{h} pixel image", path=path)
+    return scale
 
 
-def _parse_alto(root: etree._Element, path: str, linetype: str) -> tuple[str, list[LineRecord]]:
+_Candidates = list[LineRecord | SkippedItem]
+
+
+def _parse_alto(root: etree._Element, path: str, linetype: str) -> tuple[str, _Candidates]:
     image = _image_path(root.findtext("./{*}Description/{*}sourceImageInformation/{*}fileName"), path)
     pages = root.findall("./{*}Layout/{*}Page")
     for page_el in pages:
@@ -263,9 +303,6 @@ def _parse_alto(root: etree._Element, path: str, linetype: str) -> tuple[str, li
         if tag.get("ID"):
             tags[tag.get("ID")] = ((tag.get("TYPE") or "").lower(), tag.get("LABEL") or "")
 
-    def scaled(pts: list[tuple[float, float]]) -> list[tuple[float, float]]:
-        return pts if sx == sy == 1.0 else [(x * sx, y * sy) for x, y in pts]
-
     def own_info(el: etree._Element) -> tuple[list[str], str | None, dict[str, str]]:
         langs: list[str] = []
         el_tags: dict[str, str] = {}
@@ -278,7 +315,7 @@ def _parse_alto(root: etree._Element, path: str, linetype: str) -> tuple[str, li
         _add_languages(langs, [el.get("LANG") or ""])
         return langs, (el.get("BASEDIRECTION") or "").lower() or None, el_tags
 
-    records: list[LineRecord] = []
+    records: _Candidates = []
     for idx, line in enumerate(root.iterfind("./{*}Layout//{*}TextLine")):
         line_id = line.get("ID") or f"line_{idx}"
         langs, direction, line_tags = _inherited_info(
@@ -289,41 +326,56 @@ def _parse_alto(root: etree._Element, path: str, linetype: str) -> tuple[str, li
             (el.get("CONTENT") or " ") if _local(el) == "String" else " "
             for el in line.iter("{*}String", "{*}SP")
         )
-        poly_el = line.find("./{*}Shape/{*}Polygon")
-        boundary = scaled(_points(poly_el.get("POINTS") if poly_el is not None else None, line_id, path))
-        bbox = None
         try:
-            hpos, vpos = float(line.get("HPOS")), float(line.get("VPOS"))
-            width, height = float(line.get("WIDTH")), float(line.get("HEIGHT"))
-            bbox = (
-                int(hpos * sx),
-                int(vpos * sy),
-                int(math.ceil((hpos + width) * sx)),
-                int(math.ceil((vpos + height) * sy)),
-            )
-        except (TypeError, ValueError):
-            if boundary:
-                bbox = _bbox(boundary)
-        if not boundary and bbox is not None:
-            x0, y0, x1, y1 = bbox
-            boundary = [(x0, y0), (x1, y0), (x1, y1), (x0, y1)]
-        baseline: list[tuple[float, float]] = []
-        bl_value = line.get("BASELINE")
-        if bl_value is not None:
-            nums = bl_value.replace(",", " ").split()
-            if len(nums) == 1 and bbox is not None:
-                # ALTO < 4.2: BASELINE is the baseline's vertical position only.
-                y = _points(f"0 {nums[0]}", line_id, path)[0][1] * sy
-                baseline = [(bbox[0], y), (bbox[2], y)]
-            else:
-                baseline = scaled(_points(bl_value, line_id, path))
+            baseline, boundary, bbox = _alto_geometry(line, sx, sy)
+        except _BadLine as e:
+            records.append(SkippedItem(path, line_id, str(e)))
+            continue
         records.append(
             _record(line_id, path, text, image, linetype, baseline, boundary, bbox, langs, direction, line_tags)
         )
     return image, records
 
 
-def _parse_page_xml(root: etree._Element, path: str, linetype: str) -> tuple[str, list[LineRecord]]:
+def _alto_geometry(line: etree._Element, sx: float, sy: float) -> tuple[list, list, tuple[int, int, int, int] | None]:
+    """A TextLine's baseline, boundary and bounding box, in pixels."""
+
+    def scaled(pts: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        return pts if sx == sy == 1.0 else [(x * sx, y * sy) for x, y in pts]
+
+    poly_el = line.find("./{*}Shape/{*}Polygon")
+    boundary = scaled(_points(poly_el.get("POINTS") if poly_el is not None else None))
+    bbox = None
+    try:
+        hpos, vpos = _number(line.get("HPOS")), _number(line.get("VPOS"))
+        width, height = _number(line.get("WIDTH")), _number(line.get("HEIGHT"))
+        bbox = (
+            int(hpos * sx),
+            int(vpos * sy),
+            int(math.ceil((hpos + width) * sx)),
+            int(math.ceil((vpos + height) * sy)),
+        )
+    except (TypeError, ValueError):
+        # missing or unusable box attributes: the polygon, when there is one, gives the box
+        if boundary:
+            bbox = _bbox(boundary)
+    if not boundary and bbox is not None:
+        x0, y0, x1, y1 = bbox
+        boundary = [(x0, y0), (x1, y0), (x1, y1), (x0, y1)]
+    baseline: list[tuple[float, float]] = []
+    bl_value = line.get("BASELINE")
+    if bl_value is not None:
+        nums = bl_value.replace(",", " ").split()
+        if len(nums) == 1 and bbox is not None:
+            # ALTO < 4.2: BASELINE is the baseline's vertical position only.
+            y = _points(f"0 {nums[0]}")[0][1] * sy
+            baseline = [(bbox[0], y), (bbox[2], y)]
+        else:
+            baseline = scaled(_points(bl_value))
+    return baseline, boundary, bbox
+
+
+def _parse_page_xml(root: etree._Element, path: str, linetype: str) -> tuple[str, _Candidates]:
     page_el = root.find("./{*}Page")
     if page_el is None:
         raise InputError("PageXML without a <Page> element", path=path)
@@ -344,7 +396,7 @@ def _parse_page_xml(root: etree._Element, path: str, linetype: str) -> tuple[str
             el_tags["type"] = structure.group(1).strip().replace("\\u0020", " ")
         return langs, _PAGE_DIRECTIONS.get((el.get("readingDirection") or "").lower()), el_tags
 
-    records: list[LineRecord] = []
+    records: _Candidates = []
     for idx, line in enumerate(page_el.iter("{*}TextLine")):
         line_id = line.get("id") or f"line_{idx}"
         langs, direction, line_tags = _inherited_info(
@@ -354,9 +406,13 @@ def _parse_page_xml(root: etree._Element, path: str, linetype: str) -> tuple[str
         scope = equiv if equiv is not None else line
         text = "".join(u.text or "" for u in scope.iter("{*}Unicode"))
         coords = line.find("./{*}Coords")
-        boundary = _points(coords.get("points") if coords is not None else None, line_id, path)
         bl_el = line.find("./{*}Baseline")
-        baseline = _points(bl_el.get("points") if bl_el is not None else None, line_id, path)
+        try:
+            boundary = _points(coords.get("points") if coords is not None else None)
+            baseline = _points(bl_el.get("points") if bl_el is not None else None)
+        except _BadLine as e:
+            records.append(SkippedItem(path, line_id, str(e)))
+            continue
         bbox = _bbox(boundary) if boundary else None
         records.append(
             _record(line_id, path, text, image, linetype, baseline, boundary, bbox, langs, direction, line_tags)

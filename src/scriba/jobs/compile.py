@@ -23,6 +23,7 @@ from PIL import Image
 from scriba.config import COMPILE_FORMAT_TYPES, LINETYPES, CompileConfig
 from scriba.data.arrow import DATASET_TYPES, FORCE_TYPES, ArrowWriter, build_metadata, max_mode
 from scriba.data.extract import LineError, extract_line, open_page
+from scriba.data.images import image_error
 from scriba.data.records import SkippedItem
 from scriba.data.sources import expand_paths, gt_path, read_manifest
 from scriba.errors import InputError, NoDataError, UsageError
@@ -113,7 +114,11 @@ def _do_xml(task: _Task, path: str, res: _Result) -> None:
     res.pages += 1
     try:
         image, records = parse_page(
-            path, task.format_type, task.linetype, on_skip=lambda it: res.skip(it.source, it.element, it.reason)
+            path,
+            task.format_type,
+            task.linetype,
+            # counted by the reason's head: "odd number of coordinates: '1 2 3'" counts as the first part
+            on_skip=lambda it: res.skip(it.source, it.element, it.reason, category=it.reason.split(": ", 1)[0]),
         )
     except InputError as e:
         res.pages_failed += 1
@@ -186,7 +191,7 @@ def _do_path(task: _Task, path: str, res: _Result) -> None:
             )
         im = open_page(path, data=raw)
     except (OSError, InputError, Image.DecompressionBombError) as e:
-        msg = _bare(e, path) if isinstance(e, InputError) else str(e)
+        msg = _bare(e, path) if isinstance(e, InputError) else image_error(e)
         res.skip(path, None, msg, category="image cannot be read")
         return
     res.mode = max_mode(res.mode, im.mode)

@@ -188,7 +188,7 @@ class _Tolerant(Dataset):
             if i not in self.reported:
                 self.reported.add(i)
                 rec = self.ds.records[i]
-                logger.warning("line left out of training: %s (%s): %s", rec.source, rec.id, exc)
+                logger.warning("line left out of training: %s", SkippedItem(rec.source, rec.id, str(exc)))
             return None
 
 

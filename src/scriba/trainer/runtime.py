@@ -115,6 +115,21 @@ def parse_device(spec: str) -> tuple[str, Any]:
     raise UsageError(f"invalid device {spec!r}: use auto, cpu, mps, cuda:N or a list cuda:N,cuda:M")
 
 
+def require_device(spec: str, accelerator: str, devices: Any) -> None:
+    """Refuses a device this machine lacks (``-d cuda:0`` without CUDA, ``cuda:3`` on two GPUs, ``mps``
+    without MPS) before any data is read."""
+    import torch
+
+    if accelerator == "gpu":
+        found = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        wanted = devices if isinstance(devices, list) else [0]
+        if not found or max(wanted) >= found:
+            have = f"{found} CUDA device(s) (cuda:0 to cuda:{found - 1})" if found else "no CUDA device"
+            raise UsageError(f"device {spec!r} requested but this machine has {have}; use -d cpu or -d auto")
+    elif accelerator == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise UsageError(f"device {spec!r} requested but MPS is not available here; use -d cpu or -d auto")
+
+
 def seed_run(g: GlobalConfig, data_info: dict[str, Any]) -> tuple[int | None, int]:
     """Seeds every RNG (loader workers included) and returns the seed and the train sampler's seed.
 
@@ -143,9 +158,11 @@ def stored_data_info(ckpt: dict[str, Any] | None) -> dict[str, Any]:
 def preload(ds: Any, name: str, workers: int) -> Any:
     """Preprocesses every line of ``ds`` into memory; lines that fail are reported and left out."""
 
+    from scriba.data.records import SkippedItem
+
     def report(i: int, err: str) -> None:
         rec = ds.records[i]
-        logger.warning("%s line left out: %s (%s): %s", name, rec.source, rec.id, err)
+        logger.warning("%s line left out: %s", name, SkippedItem(rec.source, rec.id, err))
 
     failed = ds.preload(workers, on_error=report)
     if failed:

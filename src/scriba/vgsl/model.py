@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -16,10 +17,32 @@ from scriba.errors import SpecError
 from scriba.vgsl import layers as L
 from scriba.vgsl.parser import Block, named_spec, parse_spec
 
+logger = logging.getLogger(__name__)
+
 # CPU inference runs big batches in slices of about this many input values. The first convolution's output
 # is tens of times larger than its input, and activations over glibc's 32 MiB mmap threshold come back as
 # fresh pages on every call: the page faults then cost more than the arithmetic (-B 16: 6.5 -> 4.2 ms/line).
 _SLICE_VALUES = 1 << 18
+
+# A block with more weights than this (1 GiB in fp32), or one whose output on a probe of PROBE_WIDTH frames
+# holds more values, is a typo (Cr3,3,320000) rather than a network: refused before anything is allocated.
+MAX_BLOCK_VALUES = 1 << 28
+PROBE_WIDTH = 64
+# heights a variable-height network (input height 0) is tried on: its output must have height 1 on each
+PROBE_HEIGHTS = (32, 57)
+
+# numeric parameters that must be at least 1, with the words for them in messages
+_POSITIVE = {
+    "conv": {"kh": "kernel height", "kw": "kernel width", "out": "output channels", "sy": "stride",
+             "sx": "stride", "dy": "dilation", "dx": "dilation"},
+    "maxpool": {"ky": "window height", "kx": "window width", "sy": "stride", "sx": "stride"},
+    "rnn": {"out": "hidden size"},
+    "output": {"out": "output size"},
+    "groupnorm": {"groups": "number of groups"},
+    "addition": {"chunk": "chunk size"},
+}  # fmt: skip
+# VGSL dimension numbers each block accepts (0 batch, 1 height, 2 width, 3 channels)
+_DIMS = {"reshape": {"d": (0, 1, 2, 3), "e": (0, 1, 2, 3), "f": (0, 1, 2, 3)}, "addition": {"dim": (1, 2, 3)}}
 
 DEFAULT_METADATA: dict[str, Any] = {
     "accuracy": [],
@@ -31,8 +54,34 @@ DEFAULT_METADATA: dict[str, Any] = {
 }
 
 
+def _check_params(blk: Block, c: int) -> None:
+    """Parameters the grammar accepts but no layer can use (``Cr0,0,16``, ``Mp2,2,0,0``, ``S7(1x0)1,3``)."""
+    p = blk.params
+    for key, what in _POSITIVE.get(blk.kind, {}).items():
+        if p.get(key) is not None and int(p[key]) < 1:
+            raise SpecError(f"VGSL block {blk.source!r}: the {what} must be at least 1, not {p[key]}")
+    for key, allowed in _DIMS.get(blk.kind, {}).items():
+        if int(p[key]) not in allowed:
+            raise SpecError(
+                f"VGSL block {blk.source!r}: dimension {p[key]} does not exist "
+                f"(expected one of {', '.join(map(str, allowed))}: 0 batch, 1 height, 2 width, 3 channels)"
+            )
+    if blk.kind == "dropout" and p["p"] and not 0.0 <= float(p["p"]) <= 1.0:
+        raise SpecError(f"VGSL block {blk.source!r}: a dropout probability lies between 0 and 1, not {p['p']}")
+    weights = 0
+    if blk.kind == "conv":
+        weights = c * int(p["out"]) * int(p["kh"]) * int(p["kw"])
+    elif blk.kind in ("rnn", "output"):
+        n = int(p["out"])
+        weights = 8 * (c + n) * n if blk.kind == "rnn" else (c + 1) * n
+    if weights > MAX_BLOCK_VALUES:
+        raise SpecError(f"VGSL block {blk.source!r} would have {weights:,} weights on {c} input channels (too large)")
+
+
 def _build_block(blk: Block, c: int, h: int) -> tuple[tnn.Module, int, int]:
     p = blk.params
+    if blk.kind not in ("series", "parallel"):
+        _check_params(blk, c)
     try:
         if blk.kind == "conv":
             stride = (int(p["sy"]), int(p["sx"])) if p["sy"] else (1, 1)
@@ -98,10 +147,14 @@ def _build_block(blk: Block, c: int, h: int) -> tuple[tnn.Module, int, int]:
         c2, h2 = m.out_shape(c, h)  # type: ignore[operator]
     except SpecError:
         raise
-    except (ValueError, RuntimeError) as exc:
+    except (ValueError, RuntimeError, ZeroDivisionError) as exc:
         raise SpecError(f"VGSL block {blk.source!r} cannot be built on input of {c} channels, height {h}: {exc}") from None
     if h and h2 <= 0:
         raise SpecError(f"VGSL block {blk.source!r} reduces the height {h} to nothing")
+    if c2 < 1:
+        raise SpecError(f"VGSL block {blk.source!r} leaves no channels")
+    if c2 * max(h2, 1) * PROBE_WIDTH > MAX_BLOCK_VALUES:
+        raise SpecError(f"VGSL block {blk.source!r} outputs {c2} channels of height {h2} (too large)")
     return m, c2, h2
 
 
@@ -318,6 +371,40 @@ def _leaves(blocks: list[Block]):
             yield from _leaves(b.children)
         else:
             yield b
+
+
+def check_trainable(spec: str) -> None:
+    """Refuses a spec that parses but cannot be trained with CTC, before any data is read.
+
+    The network (plus the output layer ``ketos train`` appends) runs once on a blank line of
+    :data:`PROBE_WIDTH` frames (of each of :data:`PROBE_HEIGHTS` for a variable-height input); it must run and
+    leave an output of height 1. A spec that already ends in an output layer is kept, as kraken keeps it:
+    the appended layer follows it, which a warning says.
+    """
+    net = build_model(spec, init=False)
+    if net.blocks and net.blocks[-1].kind == "output":
+        logger.warning(
+            "the spec ends in an output layer (%s); ketos train appends its own O1c layer after it, as kraken "
+            "does, so the network will have two (drop yours to get one)",
+            net.blocks[-1].source,
+        )
+    net.append_output(2)
+    b, c, h, w = net.input
+    net.eval()
+    for height in (h,) if h else PROBE_HEIGHTS:
+        x = torch.zeros(1, c, height, w or PROBE_WIDTH)
+        try:
+            with torch.inference_mode():
+                o, _ = net(x, torch.tensor([x.shape[3]]))
+        except (RuntimeError, ValueError, IndexError) as exc:
+            msg = " ".join(str(exc).split())[:200]
+            raise SpecError(f"VGSL spec {spec!r} cannot run on a line of height {height}: {msg}") from None
+        if o.dim() != 4 or o.shape[2] != 1:
+            got = o.shape[2] if o.dim() == 4 else "?"
+            raise SpecError(
+                f"VGSL spec {spec!r} leaves an output of height {got} on a line of height {height}, CTC needs 1: "
+                f"fold the height into the channels (e.g. S1(1x0)1,3) before the recurrent layers"
+            )
 
 
 def build_model(

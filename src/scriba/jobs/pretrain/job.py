@@ -106,7 +106,9 @@ def pretrain(
     :func:`scriba.machine.tuned`.
     """
     g = g or GlobalConfig()
-    cluster.one_process_only(g.processes, g.num_nodes, runtime.parse_device(g.device)[1], "ketos pretrain")
+    accelerator, devices = runtime.parse_device(g.device)
+    runtime.require_device(g.device, accelerator, devices)
+    cluster.one_process_only(g.processes, g.num_nodes, devices, "ketos pretrain")
     ckpt: dict[str, Any] | None = None
     if cfg.resume:
         cfg, g, ckpt = runtime.restore_configs(cfg, g, key="pretrain_config", task="pretraining")

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from scriba import machine
-from scriba.config import RESIZE_ALIASES, RESIZE_MODES, GlobalConfig, TrainConfig
-from scriba.errors import ScribaError, UsageError
+from scriba.config import RESIZE_ALIASES, RESIZE_MODES, GlobalConfig, TrainConfig, check_numbers
+from scriba.errors import NoDataError, ScribaError, UsageError
 from scriba.trainer import cluster, outcome, runtime
 from scriba.trainer.runtime import PARTITION_FILE as PARTITION_FILE
 
@@ -46,6 +46,7 @@ class TrainResult:
 
 
 def _check_config(cfg: TrainConfig) -> TrainConfig:
+    check_numbers(cfg)
     runtime.check_run_options(cfg)
     if cfg.resize not in RESIZE_MODES:
         raise UsageError(f"invalid --resize {cfg.resize!r} (expected one of {', '.join(RESIZE_MODES)})")
@@ -139,6 +140,7 @@ def train(
     """
     g = g or GlobalConfig()
     accelerator, devices = runtime.parse_device(g.device)
+    runtime.require_device(g.device, accelerator, devices)
     procs = cluster.resolve_layout(g.processes, g.num_nodes, devices)
     if procs.distributed and accelerator == "mps":
         raise UsageError("several processes need CPUs (-d cpu) or CUDA GPUs; -d mps trains in one process")
@@ -180,6 +182,10 @@ def _train(
     rank = cluster.process_rank(procs)
     cluster.quiet_other_ranks(rank)
     cfg = _check_config(cfg)
+    if ckpt is None and not cfg.load:
+        from scriba.vgsl.model import check_trainable
+
+        check_trainable(cfg.spec)
     out = runtime.prepare_output(cfg.checkpoint_path)
     accelerator, devices = runtime.parse_device(g.device)
     data_info = runtime.stored_data_info(ckpt)
@@ -190,6 +196,11 @@ def _train(
     net = _codec_and_model(cfg, lines.train_texts, lines.seg_type, ckpt)
     codec = net.codec
     n_lines, shown = _missing_report(codec, lines.train_texts)
+    if not any(codec.encode(t) for t in lines.train_texts):
+        raise NoDataError(
+            f"the codec encodes none of the {len(lines.train_texts)} training line(s) ({len(codec)} codec "
+            f"entries; missing: {shown}): there is nothing to learn"
+        )
     if n_lines:
         logger.warning(
             "%d training line(s) contain characters missing from the codec, left out of their labels: %s",
