@@ -180,6 +180,22 @@ class TestConfig:
 
 
 @dataclass
+class LMBuildConfig:
+    """``ketos lm build``: a character n-gram language model in a recognition model's label space."""
+
+    training_data: list[str] = field(default_factory=list)
+    format_type: str = "path"
+    linetype: str | None = None
+    model: str | None = None
+    output: str = "chars.arpa"
+    order: int = 6
+    normalization: str | None = None
+    normalize_whitespace: bool = True
+    bidi_reordering: bool = True
+    base_dir: str = "auto"
+
+
+@dataclass
 class CompileConfig:
     """``ketos compile``."""
 

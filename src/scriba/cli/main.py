@@ -16,6 +16,7 @@ import click
 from scriba import __version__
 from scriba.cli import compile as compile_cmd
 from scriba.cli import convert as convert_cmd
+from scriba.cli import lm as lm_cmd
 from scriba.cli import pretrain as pretrain_cmd
 from scriba.cli import test as test_cmd
 from scriba.cli import train as train_cmd
@@ -81,7 +82,7 @@ def cli(ctx: click.Context, config_file: str | None, **values) -> None:
     ctx.obj = GlobalConfig(**values)
 
 
-for _module in (compile_cmd, train_cmd, test_cmd, pretrain_cmd, convert_cmd):
+for _module in (compile_cmd, train_cmd, test_cmd, pretrain_cmd, convert_cmd, lm_cmd):
     cli.add_command(_module.command)
 
 

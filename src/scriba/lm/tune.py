@@ -1,0 +1,58 @@
+"""Choosing the language model's weight and label bonus on validation lines: a grid search on their CER.
+
+The network runs once; each grid point only decodes again, in worker processes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from scriba.codec import Codec
+from scriba.lm.beam import BeamSettings, ParallelBeamDecoder
+from scriba.metrics import Tally
+
+DEFAULT_WEIGHTS = (0.3, 0.6, 1.0, 1.5)
+DEFAULT_BONUSES = (0.0, 0.75, 1.5, 2.5)
+
+
+@dataclass(frozen=True)
+class GridPoint:
+    lm_weight: float
+    token_bonus: float
+    errors: int
+    chars: int
+
+    @property
+    def cer(self) -> float:
+        return self.errors / max(1, self.chars)
+
+
+def tune_lm(
+    log_probs: Sequence[np.ndarray],
+    references: Sequence[str],
+    codec: Codec,
+    base: BeamSettings,
+    weights: Sequence[float] = DEFAULT_WEIGHTS,
+    bonuses: Sequence[float] = DEFAULT_BONUSES,
+    processes: int = 1,
+    normalize: Callable[[str], str] = str,
+) -> list[GridPoint]:
+    """Every (weight, bonus) pair's error count on the lines, best first (ties: the smaller weight and bonus).
+
+    ``log_probs`` are each line's ``(T, C)`` natural-log posteriors, ``references`` their transcriptions as
+    validation compares them; ``normalize`` is applied to the decoded text (``ketos test``'s normalisation).
+    """
+    points = []
+    for w in weights:
+        for b in bonuses:
+            settings = replace(base, lm_weight=w, token_bonus=b)
+            with ParallelBeamDecoder(settings, processes) as dec:
+                decoded = dec.decode_all(log_probs)
+            tally = Tally(keep_lines=False)
+            for spans, ref in zip(decoded, references):
+                tally.add(ref, normalize("".join(c for c, *_ in codec.decode(spans))))
+            points.append(GridPoint(w, b, tally.errors, tally.chars))
+    return sorted(points, key=lambda p: (p.errors, p.lm_weight, p.token_bonus))
