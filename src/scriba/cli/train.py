@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
 from scriba import config as C
 from scriba.cli import options as O
-from scriba.errors import UsageError
 
 
 @click.command("train")
@@ -26,36 +23,9 @@ from scriba.errors import UsageError
 @click.pass_obj
 def command(g: C.GlobalConfig, ground_truth: tuple[str, ...], **opts) -> None:
     """Train a recognition model (from scratch, fine-tune with --load, or continue with --resume)."""
-    if opts["load"] and opts["resume"]:
-        raise UsageError("--load and --resume are mutually exclusive")
-    opts["resize"] = O.resolve_resize(opts["resize"])
-    opts["codec"] = load_codec_option(opts["codec"])
-    if opts["resume"]:
-        cfg = C.TrainConfig(resume=opts["resume"])
-    else:
-        opts["training_data"] = O.expand_inputs(opts["training_data"], ground_truth)
-        opts["evaluation_data"] = O.expand_inputs(opts["evaluation_data"], ())
-        if not opts["training_data"]:
-            raise UsageError("no training data was given: use -t/--training-data or pass files as arguments")
-        cfg = C.build(C.TrainConfig, opts)
     from scriba.jobs.train.job import train
 
-    O.report_run(train(cfg, g))
-
-
-def load_codec_option(value):
-    """A codec from the experiment file's mapping or from a JSON file named on the command line."""
-    if value is None or isinstance(value, dict):
-        return value
-    if not isinstance(value, str):
-        raise UsageError(f"--codec expects a JSON file or a mapping, got {type(value).__name__}")
-    try:
-        with open(value, encoding="utf-8") as fp:
-            data = json.load(fp)
-    except OSError as e:
-        raise UsageError(f"cannot read codec file ({e.strerror})", path=value) from None
-    except json.JSONDecodeError as e:
-        raise UsageError(f"codec file is not valid JSON: {e.msg}", path=value, element=f"line {e.lineno}") from None
-    if not isinstance(data, dict):
-        raise UsageError("a codec file must hold a JSON object mapping characters to label lists", path=value)
-    return data
+    # -t/-e name manifests; the library checks the values (--load with --resume, --resize, the codec file, ...)
+    opts["training_data"] = O.expand_inputs(opts["training_data"], ground_truth)
+    opts["evaluation_data"] = O.expand_inputs(opts["evaluation_data"], ())
+    O.report_run(train(C.build(C.TrainConfig, opts), g))

@@ -23,7 +23,7 @@ from scriba.config import COMPILE_FORMAT_TYPES, LINETYPES, CompileConfig
 from scriba.data.arrow import DATASET_TYPES, FORCE_TYPES, ArrowWriter, build_metadata, max_mode
 from scriba.data.extract import LineError, extract_line, open_page
 from scriba.data.records import SkippedItem
-from scriba.data.sources import expand_paths, gt_path, read_manifest
+from scriba.data.sources import gt_path, read_manifest, resolve_inputs
 from scriba.errors import InputError, NoDataError, UsageError
 
 logger = logging.getLogger(__name__)
@@ -203,8 +203,8 @@ def _work(task: _Task) -> _Result:
 
 
 def collect_inputs(cfg: CompileConfig) -> list[str]:
-    """Positional paths (glob-expanded) followed by the entries of every ``-F`` manifest."""
-    paths = expand_paths(cfg.ground_truth)
+    """Positional paths (files, globs and manifests) followed by the entries of every ``-F`` manifest."""
+    paths = resolve_inputs(cfg.ground_truth)
     for manifest in cfg.files:
         paths.extend(read_manifest(manifest))
     return paths

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING
 from rapidfuzz.distance import Levenshtein
 
 from scriba.jobs.evaluate.report import printable, write_text_atomic
+from scriba.jobs.evaluate.result import EvaluationResult
 
 if TYPE_CHECKING:
-    from scriba.jobs.evaluate.job import EvaluationResult
     from scriba.metrics import LineResult
 
 __all__ = ["diff_html", "render_html", "write_html"]

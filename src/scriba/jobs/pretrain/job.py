@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from scriba.config import GlobalConfig, PretrainConfig
+from scriba.data.sources import resolve_inputs
 from scriba.errors import UsageError
 from scriba.trainer import runtime
 
@@ -111,7 +112,13 @@ def pretrain(
     g = g or GlobalConfig()
     ckpt: dict[str, Any] | None = None
     if cfg.resume:
+        if cfg.load:  # checked before the checkpoint's configuration replaces both
+            raise UsageError("--load and --resume are mutually exclusive")
         cfg, g, ckpt = runtime.restore_configs(cfg, g, key="pretrain_config", task="pretraining")
+    else:  # data as the CLI takes it: files, globs and manifests
+        cfg = replace(
+            cfg, training_data=resolve_inputs(cfg.training_data), evaluation_data=resolve_inputs(cfg.evaluation_data)
+        )
     cfg = check_config(cfg)
     out = runtime.prepare_output(cfg.checkpoint_path)
     accelerator, devices = runtime.setup_machine(g)

@@ -10,11 +10,12 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from scriba.config import RESIZE_ALIASES, RESIZE_MODES, GlobalConfig, TrainConfig
+from scriba.data.sources import resolve_inputs
 from scriba.errors import ScribaError, UsageError
 from scriba.trainer import runtime
 from scriba.trainer.runtime import PARTITION_FILE as PARTITION_FILE
@@ -170,7 +171,13 @@ def train(
     g = g or GlobalConfig()
     ckpt: dict[str, Any] | None = None
     if cfg.resume:
+        if cfg.load:  # checked before the checkpoint's configuration replaces both
+            raise UsageError("--load and --resume are mutually exclusive")
         cfg, g, ckpt = runtime.restore_configs(cfg, g, key="train_config", task="training")
+    else:  # data as the CLI takes it: files, globs and manifests
+        cfg = replace(
+            cfg, training_data=resolve_inputs(cfg.training_data), evaluation_data=resolve_inputs(cfg.evaluation_data)
+        )
     cfg = _check_config(cfg)
     out = runtime.prepare_output(cfg.checkpoint_path)
     accelerator, devices = runtime.setup_machine(g)
