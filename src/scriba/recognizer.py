@@ -83,14 +83,16 @@ class Recognizer:
     a ``--precision`` value (``auto`` and ``32-true``: full precision). ``legacy_polygons`` defaults to
     the model's setting.
 
+    >>> from glob import glob
     >>> from scriba import Recognizer
-    >>> rec = Recognizer("examples/froc_sample/model.safetensors", batch_size=4)
-    >>> lines = ["examples/froc_sample/test/BnF_fr_854_Chansonnier-I_0140_05.png"]
-    >>> [p.text for p in rec.predict(lines)] == [p.text for p in Recognizer(rec.model, batch_size=1).predict(lines)]
-    True
-    >>> pages = rec.predict_files(["examples/froc_sample/test.lst"], format_type="path")
-    >>> len(pages), type(pages[0][1]).__name__
-    (49, 'Prediction')
+    >>> rec = Recognizer(weights, batch_size=16)  # e.g. the best_*.safetensors that scriba.train wrote
+    >>> predictions = rec.predict(sorted(glob("examples/froc_sample/test/*.png"))[:3])
+    >>> [type(p.text).__name__ for p in predictions], len(predictions[0].confidences) == len(predictions[0].text)
+    (['str', 'str', 'str'], True)
+    >>> lines = rec.predict_files("examples/froc_sample/test.lst", format_type="path")  # or pages, .arrow files
+    >>> record, prediction = lines[0]  # each line's record (file, page, transcription, ...) and its prediction
+    >>> len(lines), record.source.endswith("test/BnF_fr_854_Chansonnier-I_0140_05.png")
+    (49, True)
     """
 
     def __init__(
@@ -105,6 +107,8 @@ class Recognizer:
         num_threads: int | None = None,
         legacy_polygons: bool | None = None,
     ) -> None:
+        if model is None:
+            raise UsageError("no model given to the recognizer")
         if isinstance(model, (str, os.PathLike)):
             from scriba.weights import load_model
 

@@ -223,6 +223,13 @@ def compile_dataset(cfg: CompileConfig, num_workers: int = 1, progress: bool = T
 
     Raises :class:`UsageError` for bad options or no inputs and :class:`NoDataError` when not a single line
     could be written (the message says why). Skipped items are logged as warnings and counted.
+
+    >>> from scriba import compile_dataset
+    >>> from scriba.config import CompileConfig
+    >>> summary = compile_dataset(CompileConfig(ground_truth=["examples/froc_sample/test.lst"], format_type="path",
+    ...                                         output="test.arrow"), progress=False)
+    >>> summary.lines_written
+    49
     """
     started = time.perf_counter()
     if cfg.format_type not in COMPILE_FORMAT_TYPES:

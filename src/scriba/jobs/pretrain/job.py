@@ -99,7 +99,18 @@ def pretrain(
     callbacks: Sequence[Any] = (),
     progress: bool | None = None,
 ) -> PretrainResult:
-    """Runs a complete pretraining job; see the module docstring. Raises :class:`~scriba.errors.ScribaError`."""
+    """Runs a complete pretraining job; see the module docstring. Raises :class:`~scriba.errors.ScribaError`.
+
+    >>> from scriba import pretrain
+    >>> from scriba.config import GlobalConfig, PretrainConfig
+    >>> cfg = PretrainConfig(training_data=["examples/froc_sample/train/*_0180_*.png"],
+    ...                      evaluation_data=["examples/froc_sample/val/*_0114_*.png"], format_type="path",
+    ...                      spec="[1,32,0,1 Cr3,3,16 Mp2,2 S1(1x0)1,3 Lbx32]", quit="fixed", epochs=1,
+    ...                      warmup=0, mask_width=2, num_negatives=4, checkpoint_path="pretrained")
+    >>> result = pretrain(cfg, GlobalConfig(num_workers=0), progress=False)
+    >>> result.epochs, result.weights.startswith("pretrained/")
+    (1, True)
+    """
     from scriba.data.dataset import LineDataset
     from scriba.data.transforms import LineTransform
     from scriba.jobs.pretrain.module import PretrainModule, RelativeEarlyStopping

@@ -157,7 +157,20 @@ def _micro_batch(batch_size: int, height: int, widths: Sequence[int], pixels: in
 def train(
     cfg: TrainConfig, g: GlobalConfig | None = None, *, callbacks: Sequence[Any] = (), progress: bool | None = None
 ) -> TrainResult:
-    """Runs a complete training job; see the module docstring. Raises :class:`~scriba.errors.ScribaError`."""
+    """Runs a complete training job; see the module docstring. Raises :class:`~scriba.errors.ScribaError`.
+
+    Data (``training_data``, ``evaluation_data``) may be files, globs and manifests, as on the command line:
+
+    >>> from scriba import train
+    >>> from scriba.config import GlobalConfig, TrainConfig
+    >>> cfg = TrainConfig(training_data=["examples/froc_sample/train/*_0180_*.png"],
+    ...                   evaluation_data=["examples/froc_sample/val/*_0114_*.png"], format_type="path",
+    ...                   normalization="NFD", spec="[1,32,0,1 Cr3,3,16 Mp2,2 S1(1x0)1,3 Lbx32]",
+    ...                   quit="fixed", epochs=1, checkpoint_path="model")
+    >>> result = train(cfg, GlobalConfig(num_workers=0), progress=False)
+    >>> result.stopped, result.train_lines, result.val_lines, result.weights.startswith("model/best_")
+    ('fixed', 5, 4, True)
+    """
     from scriba.data.dataset import LineDataset
     from scriba.data.transforms import LineTransform
     from scriba.jobs.train.module import RecognitionModule
