@@ -248,8 +248,8 @@ class Recognizer:
         from scriba.data.transforms import LineTransform
 
         lt = LineTransform.from_model_input(tuple(self.model.input), self.padding, "bbox")
-        return self._predict_all(_Images(list(lines), lt), [str(x) if isinstance(x, (str, os.PathLike)) else f"image {i}"
-                                                             for i, x in enumerate(lines)])
+        images = _Images(list(lines), lt)
+        return self._predict_all(images, [images.name(i) for i in range(len(images))])
 
     def predict_records(self, records: Sequence[LineRecord]) -> list[Prediction]:
         """Reads the lines of ``records`` (from :func:`scriba.data.sources.iter_records`), in the order given."""
@@ -368,8 +368,12 @@ class _Images:
             return open_page(os.fspath(im))
         return im
 
+    def name(self, i: int) -> str:
+        im = self.images[i]
+        return os.fspath(im) if isinstance(im, (str, os.PathLike)) else f"image {i}"
+
     def __getitem__(self, i: int) -> dict[str, Any]:
-        name = os.fspath(self.images[i]) if isinstance(self.images[i], (str, os.PathLike)) else f"image {i}"
+        name = self.name(i)
         return {"image": self.line_transform(self._image(i)), "text": "", "id": name, "source": name}
 
     def estimated_widths(self) -> list[int]:
