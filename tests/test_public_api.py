@@ -106,3 +106,42 @@ def test_readme_python_section_runs(example_folder: Path, capsys: pytest.Capture
     accuracy = re.fullmatch(r"(\d+\.\d)% of (\d+) characters right", out[0])
     assert accuracy and float(accuracy.group(1)) > 50, out
     assert len(out) == 4 and all(out[1:])  # then three lines read
+
+
+# -- the library checks what the CLI used to check ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("job", ["train", "pretrain"])
+def test_load_with_resume_is_refused_by_the_library(tmp_path: Path, job: str):
+    from scriba import config
+    from scriba.errors import UsageError
+
+    ckpt = tmp_path / "checkpoint_last.ckpt"
+    ckpt.write_bytes(b"not read: the options are refused first")
+    cls = config.TrainConfig if job == "train" else config.PretrainConfig
+    with pytest.raises(UsageError, match="mutually exclusive"):
+        getattr(scriba, job)(cls(load=str(ckpt), resume=str(ckpt)))
+
+
+def test_codec_file_is_read_by_the_library(example_folder: Path):
+    from scriba.config import TrainConfig
+    from scriba.errors import CodecError
+
+    (example_folder / "codec.json").write_text("[1, 2]", encoding="utf-8")
+    for codec, message in (("missing.json", "missing.json"), ("codec.json", "JSON object")):
+        cfg = TrainConfig(training_data=["examples/froc_sample/train/*_0180_*.png"], format_type="path",
+                          codec=codec, checkpoint_path="model")
+        with pytest.raises(CodecError, match=message):
+            scriba.train(cfg)
+
+
+def test_evaluate_needs_no_cli_fields_and_run_test_names_what_is_missing():
+    from scriba.config import TestConfig
+    from scriba.errors import UsageError
+    from scriba.jobs.evaluate.job import run_test
+
+    assert TestConfig().model is None and TestConfig().test_data == []  # what evaluate() is happy with
+    with pytest.raises(UsageError, match="-m/--model"):
+        run_test(TestConfig(test_data=["x.png"]))
+    with pytest.raises(UsageError, match="-e/--test-data"):
+        run_test(TestConfig(model="m.safetensors"))

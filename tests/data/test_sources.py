@@ -94,3 +94,17 @@ def test_binary_records(kraken_data: Path) -> None:
 def test_unknown_format() -> None:
     with pytest.raises(UsageError):
         list(iter_records(["a"], "hocr"))
+
+
+def test_resolve_inputs_takes_files_globs_and_manifests(tmp_path: Path, monkeypatch) -> None:
+    from scriba.data.sources import resolve_inputs
+
+    for name in ("a.png", "b.png", "a.gt.txt", "b.gt.txt"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "lines.lst").write_text("b.png\na.png\n", encoding="utf-8")
+    (tmp_path / "more.txt").write_text("a.png\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    got = resolve_inputs(["lines.lst", "*.png", "more.txt"])
+    assert [Path(p).name for p in got] == ["b.png", "a.png", "a.png", "b.png", "a.png"]
+    assert resolve_inputs(got) == got  # data files pass unchanged
+    assert resolve_inputs("a.gt.txt") == ["a.gt.txt"]  # a line's transcription is not a manifest
