@@ -1,6 +1,9 @@
 """scriba: train, fine-tune, pretrain and evaluate text-line recognition models, compatible with kraken 7.
 
-The top-level names are loaded lazily so that ``import scriba`` (and ``ketos --help``) stays fast.
+The top-level names are loaded lazily so that ``import scriba`` (and ``ketos --help``) stays fast:
+``train``, ``pretrain``, ``evaluate`` and ``compile_dataset`` (the jobs behind ``ketos train``, ``pretrain``,
+``test`` and ``compile``; each takes the configuration objects of :mod:`scriba.config`, where data may be files,
+globs or manifests), ``load_model`` and ``Recognizer`` (predictions on line images, pages and datasets).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ _LAZY = {
     "evaluate": ("scriba.jobs.evaluate.job", "evaluate"),
     "pretrain": ("scriba.jobs.pretrain.job", "pretrain"),
     "compile_dataset": ("scriba.jobs.compile", "compile_dataset"),
+    "Recognizer": ("scriba.recognizer", "Recognizer"),
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -100,3 +100,17 @@ def test_a_pattern_that_matches_nothing_is_reported(tmp_path: Path, caplog: pyte
     with caplog.at_level("WARNING"):
         assert expand_paths([str(tmp_path / "*.png")]) == []
     assert f"{tmp_path / '*.png'} matches no file" in caplog.text
+
+
+def test_resolve_inputs_takes_files_globs_and_manifests(tmp_path: Path, monkeypatch) -> None:
+    from scriba.data.sources import resolve_inputs
+
+    for name in ("a.png", "b.png", "a.gt.txt", "b.gt.txt"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "lines.lst").write_text("b.png\na.png\n", encoding="utf-8")
+    (tmp_path / "more.txt").write_text("a.png\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    got = resolve_inputs(["lines.lst", "*.png", "more.txt"])
+    assert [Path(p).name for p in got] == ["b.png", "a.png", "a.png", "b.png", "a.png"]
+    assert resolve_inputs(got) == got  # data files pass unchanged
+    assert resolve_inputs("a.gt.txt") == ["a.gt.txt"]  # a line's transcription is not a manifest

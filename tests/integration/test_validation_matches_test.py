@@ -46,3 +46,25 @@ def test_checkpoint_and_weights_evaluate_alike(trained):
     scores = [run_test(EvalConfig(model=m, test_data=data["val"], format_type="path"), tiny_global())
               .tally.char_accuracy for m in (result.weights, result.best_checkpoint)]
     assert scores[0] == pytest.approx(scores[1])
+
+
+def test_validation_ketos_test_and_the_recognizer_read_alike_at_any_batch_size(trained):
+    """The acceptance of the one inference path: on the best weights and the validation lines, the best
+    validation's error count equals `ketos test`'s at -B 1 and -B 16, and both equal the Python predictor's
+    text line by line, also at either batch size."""
+    from scriba.jobs.evaluate.job import run_test
+    from scriba.metrics import prediction_normalizer
+    from scriba.recognizer import Recognizer
+
+    data, result = trained
+    best = max(result.history, key=lambda h: h["val_accuracy"])
+    reports = {b: run_test(EvalConfig(model=result.weights, test_data=data["val"], format_type="path", batch_size=b),
+                           tiny_global()) for b in (1, 16)}
+    for report in reports.values():
+        assert (report.tally.errors, report.tally.chars) == (best["val_errors"], best["val_chars"])
+    tested = {r.id: r.prediction for r in reports[1].tally.lines}
+    assert {r.id: r.prediction for r in reports[16].tally.lines} == tested
+    norm = prediction_normalizer(None, True)
+    for b in (1, 16):
+        preds = Recognizer(result.weights, device="cpu", batch_size=b).predict(data["val"])
+        assert {line: norm(p.text) for line, p in zip(data["val"], preds)} == tested

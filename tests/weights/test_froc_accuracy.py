@@ -14,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+from scriba.recognizer import Recognizer
 from scriba.weights import load_model
 from shared_paths import kraken_froc_errors
 
@@ -31,7 +32,7 @@ def test_froc_error_count_matches_kraken(shared_data):
         refs.append(re.sub(r"\s", " ", unicodedata.normalize("NFD", raw)).strip())
     model = load_model(root / "model_froc.mlmodel")
     torch.set_num_threads(2)
-    preds = model.predict([Image.open(root / p) for p in paths], batch_size=16, center_normalize=True)
+    preds = Recognizer(model, device="cpu", batch_size=16).predict([Image.open(root / p) for p in paths])
     chars = sum(len(r) for r in refs)
     errors = sum(Levenshtein.distance(r, p.text.strip()) for r, p in zip(refs, preds))
     assert chars == 13426

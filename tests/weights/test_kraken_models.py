@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from scriba.recognizer import Recognizer
 from scriba.weights import convert, load_model
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "kraken_predictions.json"
@@ -63,7 +64,7 @@ def test_line_predictions_match_kraken(shared_data, model):
         pytest.skip(f"no kraken predictions for {model}")
     m = load_model(shared_data / model)
     # `kraken ocr -s` treats a line image as a bbox line: centerline normalisation for 1-channel specs
-    preds = m.predict([Image.open(shared_data / r["input"]) for r in refs], batch_size=4, center_normalize=True)
+    preds = Recognizer(m, device="cpu", batch_size=4).predict([Image.open(shared_data / r["input"]) for r in refs])
     assert [_logical(p.text) for p in preds] == [r["prediction"] for r in refs]
 
 

@@ -77,8 +77,6 @@ def cli(ctx: click.Context, config_file: str | None, **values) -> None:
     if config_file is not None:
         values = apply_experiment_file(ctx, config_file, values)
         _setup_logging(values["verbose"])
-    if values.get("deterministic") and values.get("seed") is None:
-        values["seed"] = 42
     ctx.obj = GlobalConfig(**values)
 
 

@@ -185,13 +185,3 @@ def expand_inputs(manifests: tuple[str, ...] | list[str], positional: tuple[str,
         paths.extend(read_manifest(manifest))
     paths.extend(expand_paths(list(positional)))
     return paths
-
-
-def resolve_resize(value: str) -> str:
-    if value in C.RESIZE_ALIASES:
-        import logging
-
-        new = C.RESIZE_ALIASES[value]
-        logging.getLogger(__name__).warning("--resize %s is deprecated; using --resize %s", value, new)
-        return new
-    return value

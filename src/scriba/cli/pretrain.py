@@ -6,7 +6,6 @@ import click
 
 from scriba import config as C
 from scriba.cli import options as O
-from scriba.errors import UsageError
 
 
 @click.command("pretrain")
@@ -31,17 +30,13 @@ from scriba.errors import UsageError
 @click.pass_obj
 def command(g: C.GlobalConfig, ground_truth: tuple[str, ...], **opts) -> None:
     """Pretrain a recognition network without transcriptions (wav2vec2-style masked prediction)."""
-    if opts["load"] and opts["resume"]:
-        raise UsageError("--load and --resume are mutually exclusive")
-    if opts["resume"]:
+    from scriba.jobs.pretrain.job import pretrain
+
+    if opts["resume"] and not opts["load"]:
         O.warn_ignored_with_resume()
         cfg = C.PretrainConfig(resume=opts["resume"])
     else:
         opts["training_data"] = O.expand_inputs(opts["training_data"], ground_truth)
         opts["evaluation_data"] = O.expand_inputs(opts["evaluation_data"], ())
-        if not opts["training_data"]:
-            raise UsageError("no training data was given: use -t/--training-data or pass files as arguments")
         cfg = C.build(C.PretrainConfig, opts)
-    from scriba.jobs.pretrain.job import pretrain
-
     O.report_run(pretrain(cfg, g))

@@ -6,7 +6,6 @@ import click
 
 from scriba import config as C
 from scriba.cli import options as O
-from scriba.errors import UsageError
 
 
 @click.command("test")
@@ -26,11 +25,7 @@ def command(g: C.GlobalConfig, test_set: tuple[str, ...], **opts) -> None:
     from scriba.jobs.evaluate.job import run_test, write_reports
     from scriba.jobs.evaluate.report import render_text
 
-    if not opts["model"]:
-        raise UsageError("no model to evaluate: give one with -m/--model")
     opts["test_data"] = O.expand_inputs(opts["test_data"], test_set)
-    if not opts["test_data"]:
-        raise UsageError("no test data was given: use -e/--test-data or pass files as arguments")
     cfg = C.build(C.TestConfig, opts)
     result = run_test(cfg, g)
     click.echo(render_text(result))

@@ -6,7 +6,6 @@ import click
 
 from scriba import config as C
 from scriba.cli import options as O
-from scriba.errors import UsageError
 
 
 @click.command("train")
@@ -24,30 +23,14 @@ from scriba.errors import UsageError
 @click.pass_obj
 def command(g: C.GlobalConfig, ground_truth: tuple[str, ...], **opts) -> None:
     """Train a recognition model (from scratch, fine-tune with --load, or continue with --resume)."""
-    if opts["load"] and opts["resume"]:
-        raise UsageError("--load and --resume are mutually exclusive")
-    opts["resize"] = O.resolve_resize(opts["resize"])
-    opts["codec"] = load_codec_option(opts["codec"])
-    if opts["resume"]:
+    from scriba.jobs.train.job import train
+
+    if opts["resume"] and not opts["load"]:
         O.warn_ignored_with_resume()
         cfg = C.TrainConfig(resume=opts["resume"])
     else:
+        # -t/-e name manifests; the library checks the values (--load with --resume, --resize, the codec file, ...)
         opts["training_data"] = O.expand_inputs(opts["training_data"], ground_truth)
         opts["evaluation_data"] = O.expand_inputs(opts["evaluation_data"], ())
-        if not opts["training_data"]:
-            raise UsageError("no training data was given: use -t/--training-data or pass files as arguments")
         cfg = C.build(C.TrainConfig, opts)
-    from scriba.jobs.train.job import train
-
     O.report_run(train(cfg, g))
-
-
-def load_codec_option(value):
-    """A codec from the experiment file's mapping or from a JSON file named on the command line."""
-    if value is None or isinstance(value, dict):
-        return value
-    if not isinstance(value, str):
-        raise UsageError(f"--codec expects a JSON file or a mapping, got {type(value).__name__}")
-    from scriba.codec import load_codec_file
-
-    return load_codec_file(value)

@@ -98,6 +98,28 @@ def expand_paths(paths: Iterable[str | os.PathLike]) -> list[str]:
     return out
 
 
+# Files with these endings are manifests (one data file per line) wherever the library takes data files.
+MANIFEST_SUFFIXES = (".lst", ".list", ".txt")
+
+
+def is_manifest(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names a manifest (``.lst``, ``.list``, ``.txt``; a line's ``.gt.txt`` is not one)."""
+    name = os.path.basename(os.fspath(path)).lower()
+    return name.endswith(MANIFEST_SUFFIXES) and not name.endswith(".gt.txt")
+
+
+def resolve_inputs(entries: Iterable[str | os.PathLike] | str | os.PathLike) -> list[str]:
+    """The data files of what the library takes as data: files, globs (``**`` recursive) and manifests
+    (:func:`is_manifest`, read with :func:`read_manifest`), in the order given. Data files pass unchanged,
+    so resolving twice gives the same list."""
+    if isinstance(entries, (str, os.PathLike)):
+        entries = [entries]
+    out: list[str] = []
+    for path in expand_paths(entries):
+        out.extend(read_manifest(path) if is_manifest(path) else [path])
+    return out
+
+
 def gt_path(image_path: str) -> str:
     """The transcription file of a line image: every suffix stripped, ``.gt.txt`` added (``a.b.png`` -> ``a.gt.txt``)."""
     folder, name = os.path.split(image_path)

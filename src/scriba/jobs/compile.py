@@ -25,7 +25,7 @@ from scriba.data.arrow import DATASET_TYPES, FORCE_TYPES, ArrowWriter, build_met
 from scriba.data.extract import LineError, extract_line, open_page
 from scriba.data.images import image_error
 from scriba.data.records import SkippedItem
-from scriba.data.sources import expand_paths, gt_path, read_manifest
+from scriba.data.sources import gt_path, read_manifest, resolve_inputs
 from scriba.errors import InputError, NoDataError, UsageError
 
 logger = logging.getLogger(__name__)
@@ -209,8 +209,8 @@ def _work(task: _Task) -> _Result:
 
 
 def collect_inputs(cfg: CompileConfig) -> list[str]:
-    """Positional paths (glob-expanded) followed by the entries of every ``-F`` manifest."""
-    paths = expand_paths(cfg.ground_truth)
+    """Positional paths (files, globs and manifests) followed by the entries of every ``-F`` manifest."""
+    paths = resolve_inputs(cfg.ground_truth)
     for manifest in cfg.files:
         paths.extend(read_manifest(manifest))
     return paths
@@ -239,6 +239,13 @@ def compile_dataset(cfg: CompileConfig, num_workers: int = 1, progress: bool = T
 
     Raises :class:`UsageError` for bad options or no inputs and :class:`NoDataError` when not a single line
     could be written (the message says why). Skipped items are logged as warnings and counted.
+
+    >>> from scriba import compile_dataset
+    >>> from scriba.config import CompileConfig
+    >>> summary = compile_dataset(CompileConfig(ground_truth=["examples/froc_sample/test.lst"], format_type="path",
+    ...                                         output="test.arrow"), progress=False)
+    >>> summary.lines_written
+    49
     """
     started = time.perf_counter()
     if cfg.format_type not in COMPILE_FORMAT_TYPES:

@@ -12,7 +12,6 @@ import torch
 from torch import nn as tnn
 
 from scriba.codec import Codec
-from scriba.decode import Prediction, decode_text
 from scriba.errors import SpecError
 from scriba.vgsl import layers as L
 from scriba.vgsl.parser import Block, named_spec, parse_spec
@@ -334,35 +333,6 @@ class RecognitionModel(tnn.Module):
         self.nn.add_module(blk.name, m)
         self.blocks.append(blk)
         self.output_shape = (c, h)
-
-    def predict(
-        self, images: Sequence[Any], batch_size: int = 16, padding: int = 16, center_normalize: bool | None = None
-    ) -> list[Prediction]:
-        """Recognises line images (PIL images, or ``(C, H, W)`` tensors already preprocessed)."""
-        from scriba.data.batching import collate_lines
-        from scriba.data.transforms import LineTransform
-
-        if self.codec is None:
-            raise SpecError("the model has no codec; it cannot decode text")
-        if center_normalize is None:
-            center_normalize = self.seg_type != "baselines"
-        tf = LineTransform.from_model_input(self.input, padding=padding, center_normalize=center_normalize)
-        was_training = self.training
-        self.eval()
-        device = next(self.parameters()).device
-        preds: list[Prediction] = []
-        try:
-            with torch.inference_mode():
-                for start in range(0, len(images), batch_size):
-                    chunk = images[start : start + batch_size]
-                    samples = [{"image": im if isinstance(im, torch.Tensor) else tf(im)} for im in chunk]
-                    batch = collate_lines(samples, sort=False)
-                    x = batch["images"].to(device)
-                    o, lens = self(x, batch["seq_lens"].to(device))
-                    preds.extend(decode_text(o, lens, self.codec))
-        finally:
-            self.train(was_training)
-        return preds
 
 
 def _leaves(blocks: list[Block]):

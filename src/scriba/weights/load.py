@@ -51,5 +51,11 @@ def load_models(path: str | os.PathLike[str]) -> list[RecognitionModel]:
 
 
 def load_model(path: str | os.PathLike[str]) -> RecognitionModel:
-    """Loads a recognition model from ``.safetensors`` (kraken 7), ``.mlmodel`` (kraken CoreML) or ``.ckpt``."""
+    """Loads a recognition model from ``.safetensors`` (kraken 7), ``.mlmodel`` (kraken CoreML) or ``.ckpt``.
+
+    >>> from scriba import load_model
+    >>> model = load_model(weights)  # e.g. the best_*.safetensors that scriba.train wrote
+    >>> model.spec.startswith("[1,32,0,1 "), model.seg_type, len(model.codec) > 10
+    (True, 'bbox', True)
+    """
     return load_models(path)[0]

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from scriba.data.records import SkippedItem
-from scriba.jobs.evaluate.job import EvaluationResult
 from scriba.jobs.evaluate.report import printable, render_text, to_json, write_json, write_text_atomic
+from scriba.jobs.evaluate.result import EvaluationResult
 from scriba.metrics import Tally
 
 FIXTURE = Path(__file__).parents[2] / "fixtures" / "kraken_test_report.txt"

@@ -14,8 +14,8 @@ import pytest
 from PIL import Image, ImageDraw
 
 from scriba.data.records import LineRecord
-from scriba.jobs.evaluate.job import EvaluationResult
 from scriba.jobs.evaluate.report_html import diff_html, render_html, write_html
+from scriba.jobs.evaluate.result import EvaluationResult
 from scriba.metrics import Tally
 
 # A colour no part of the page's style uses: where it shows up in a screenshot, a line image was drawn.

@@ -11,6 +11,7 @@ import torch
 
 from scriba.errors import NoDataError, ScribaError
 from scriba.jobs.train.job import PARTITION_FILE, PLOT_FILE, train
+from scriba.recognizer import Recognizer
 from scriba.weights import load_model
 from train_helpers import TINY_SPEC, tiny_config, tiny_global
 
@@ -32,7 +33,7 @@ def test_smoke_loss_falls_and_weights_predict(base_run, synth):
     assert len(losses) == 3 and losses[-1] < losses[0]
     assert r.weights and Path(r.weights).name == f"best_{r.best_accuracy:.4f}.safetensors"
     model = load_model(r.weights)
-    preds = model.predict([Image.open(p) for p in synth["val"][:2]], batch_size=2)
+    preds = Recognizer(model, batch_size=2).predict([Image.open(p) for p in synth["val"][:2]])
     assert len(preds) == 2 and all(isinstance(p.text, str) for p in preds)
     meta = model.metadata
     assert [m[0] for m in meta["metrics"]] == [0, 1, 2][: len(meta["metrics"])]
@@ -345,8 +346,7 @@ def test_learns_to_read(synth, tmp_path):
     # 25 epochs reached 0.27-0.28 on an AVX2 host (0.3 on AVX-512): 40 reach 0.87-0.92
     assert r.best_accuracy is not None and r.best_accuracy > 0.5
     model = load_model(r.weights)
-    # one line at a time: batching is not exactly padding-invariant (pooling and length rounding at the edges)
-    preds = model.predict([Image.open(p) for p in synth["val"]], batch_size=1)
+    preds = Recognizer(model, batch_size=1).predict([Image.open(p) for p in synth["val"]])
     refs = [Path(p).with_suffix("").with_suffix(".gt.txt").read_text() for p in synth["val"]]
     from scriba.metrics import Tally
 

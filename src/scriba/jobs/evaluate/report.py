@@ -14,10 +14,9 @@ import os
 import unicodedata
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from scriba.jobs.evaluate.job import EvaluationResult
+from scriba.jobs.evaluate.result import EvaluationResult
 
 __all__ = ["printable", "render_text", "to_json", "write_json", "write_text_atomic"]
 

@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING
 from rapidfuzz.distance import Levenshtein
 
 from scriba.jobs.evaluate.report import printable, write_text_atomic
+from scriba.jobs.evaluate.result import EvaluationResult
 from scriba.text import get_display
 
 if TYPE_CHECKING:
-    from scriba.jobs.evaluate.job import EvaluationResult
     from scriba.metrics import LineResult
 
 __all__ = ["diff_html", "logical_line", "render_html", "write_html"]

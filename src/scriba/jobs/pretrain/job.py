@@ -23,6 +23,7 @@ from typing import Any
 
 from scriba import machine
 from scriba.config import GlobalConfig, PretrainConfig
+from scriba.data.sources import resolve_inputs
 from scriba.errors import UsageError
 from scriba.trainer import cluster, outcome, runtime
 
@@ -104,14 +105,30 @@ def pretrain(
 
     The process's settings (threads, warning filters, log levels) are as before when it returns; see
     :func:`scriba.machine.tuned`.
+
+    >>> from scriba import pretrain
+    >>> from scriba.config import GlobalConfig, PretrainConfig
+    >>> cfg = PretrainConfig(training_data=["examples/froc_sample/train/*_0180_*.png"],
+    ...                      evaluation_data=["examples/froc_sample/val/*_0114_*.png"], format_type="path",
+    ...                      spec="[1,32,0,1 Cr3,3,16 Mp2,2 S1(1x0)1,3 Lbx32]", quit="fixed", epochs=1,
+    ...                      warmup=0, mask_width=2, num_negatives=4, checkpoint_path="pretrained")
+    >>> result = pretrain(cfg, GlobalConfig(num_workers=0), progress=False)
+    >>> result.epochs, result.weights.startswith("pretrained/")
+    (1, True)
     """
     g = g or GlobalConfig()
+    if cfg.resume and cfg.load:  # checked before the checkpoint's configuration replaces both
+        raise UsageError("--load and --resume are mutually exclusive")
     accelerator, devices = runtime.parse_device(g.device)
     runtime.require_device(g.device, accelerator, devices)
     cluster.one_process_only(g.processes, g.num_nodes, devices, "ketos pretrain")
     ckpt: dict[str, Any] | None = None
     if cfg.resume:
         cfg, g, ckpt = runtime.restore_configs(cfg, g, key="pretrain_config", task="pretraining")
+    else:  # data as the CLI takes it: files, globs and manifests
+        cfg = replace(
+            cfg, training_data=resolve_inputs(cfg.training_data), evaluation_data=resolve_inputs(cfg.evaluation_data)
+        )
     with machine.tuned(g) as m:
         return _pretrain(cfg, g, ckpt, m, callbacks, progress)
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from scriba import machine
 from scriba.config import RESIZE_ALIASES, RESIZE_MODES, GlobalConfig, TrainConfig, check_numbers
+from scriba.data.sources import resolve_inputs
 from scriba.errors import NoDataError, ScribaError, UsageError
 from scriba.trainer import cluster, outcome, runtime
 from scriba.trainer.runtime import PARTITION_FILE as PARTITION_FILE
@@ -136,9 +137,26 @@ def train(
     """Runs a complete training job; see the module docstring. Raises :class:`~scriba.errors.ScribaError`.
 
     The process's settings (threads, warning filters, log levels) are as before when it returns; see
-    :func:`scriba.machine.tuned`.
+    :func:`scriba.machine.tuned`. Data (``training_data``, ``evaluation_data``) may be files, globs and
+    manifests, as on the command line:
+
+    >>> from scriba import train
+    >>> from scriba.config import GlobalConfig, TrainConfig
+    >>> cfg = TrainConfig(training_data=["examples/froc_sample/train/*_0180_*.png"],
+    ...                   evaluation_data=["examples/froc_sample/val/*_0114_*.png"], format_type="path",
+    ...                   normalization="NFD", spec="[1,32,0,1 Cr3,3,16 Mp2,2 S1(1x0)1,3 Lbx32]",
+    ...                   quit="fixed", epochs=1, checkpoint_path="model")
+    >>> result = train(cfg, GlobalConfig(num_workers=0), progress=False)
+    >>> result.stopped, result.train_lines, result.val_lines, result.weights.startswith("model/best_")
+    ('fixed', 5, 4, True)
     """
     g = g or GlobalConfig()
+    if cfg.resume and cfg.load:  # checked before the checkpoint's configuration replaces both
+        raise UsageError("--load and --resume are mutually exclusive")
+    if not cfg.resume:  # data as the CLI takes it: files, globs and manifests
+        cfg = replace(
+            cfg, training_data=resolve_inputs(cfg.training_data), evaluation_data=resolve_inputs(cfg.evaluation_data)
+        )
     accelerator, devices = runtime.parse_device(g.device)
     runtime.require_device(g.device, accelerator, devices)
     procs = cluster.resolve_layout(g.processes, g.num_nodes, devices)

@@ -13,6 +13,7 @@ from torch import nn
 from scriba.config import OptimConfig
 from scriba.errors import SpecError
 from scriba.metrics import Tally
+from scriba.recognizer import Recognizer
 from scriba.trainer.callbacks import Diverged
 from scriba.trainer.optim import build_optimizer
 from scriba.trainer.runtime import plain
@@ -97,6 +98,8 @@ class RecognitionModule(L.LightningModule):
         self._loss_sum = 0.0
         self._loss_lines = 0
         self._tally: Tally | None = None
+        # device None: the recognizer runs the network wherever Lightning has put it
+        self.recognizer = Recognizer(net, device=None, precision="32-true")
 
     def forward(self, x: torch.Tensor, seq_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.net(x, seq_lens)
@@ -168,19 +171,10 @@ class RecognitionModule(L.LightningModule):
     def validation_step(self, batch: dict[str, Any] | None, batch_idx: int) -> None:
         if batch is None:
             return
-        from scriba.decode import decode_text
-
-        # validation runs in full precision whatever the training precision, so that its figures are the
-        # ones `ketos test` gives for the saved weights
-        with torch.autocast(self.device.type, enabled=False):
-            logits, lens = self._logits(batch)
-        preds = decode_text(logits.float(), lens, self.net.codec)
         assert self._tally is not None
-        for ref, pred in zip(batch["texts"], preds):
-            text = pred.text
-            if self.pred_transform is not None:
-                text = self.pred_transform(text)
-            self._tally.add(ref, text)
+        # the step of `ketos test`: full precision whatever the training precision, so that validation's figures
+        # are the ones `ketos test` gives for the saved weights
+        self.recognizer.score_batch(batch, self._tally, self.pred_transform)
 
     def _reduce(self, tally: Tally) -> tuple[Tally, float, int]:
         """Under DDP the counts of every process summed (not their accuracies averaged), so that the figures
