@@ -152,6 +152,8 @@ class Recognizer:
                 f"the network's output has height {logits.shape[2] if logits.dim() == 4 else '?'}, CTC needs 1: "
                 f"fold the height into channels (e.g. S1(1x0)1,3) before the recurrent layers"
             )
+        if self.model.codec is None:
+            raise ModelError("the model has no codec: it cannot turn its outputs into text")
         return decode_text(logits.float(), lens, self.model.codec)
 
     def score_batch(
@@ -209,8 +211,9 @@ class Recognizer:
 
         widths = dataset.estimated_widths() if hasattr(dataset, "estimated_widths") else [0] * len(dataset)
         device = self.device if self.device is not None else _device_of(self.model)
-        loader = DataLoader(
-            _Guarded(dataset),
+        guarded: Any = _Guarded(dataset)  # a map-style dataset, duck-typed
+        loader: DataLoader[Any] = DataLoader(
+            guarded,
             batch_sampler=width_batches(widths, self.batch_size),
             num_workers=self.num_workers,
             collate_fn=functools.partial(_collate, require_text=require_text),
@@ -234,7 +237,7 @@ class Recognizer:
         from scriba.data.transforms import LineTransform
 
         seg_type = records[0].kind if records else "bbox"
-        lt = LineTransform.from_model_input(tuple(self.model.input), self.padding, seg_type)
+        lt = LineTransform.from_model_input(_input_shape(self.model), self.padding, seg_type)
         return LineDataset(list(records), lt, text_transform, codec=None, legacy_polygons=self.legacy_polygons)
 
     # -- for Python users --------------------------------------------------------------------------------------
@@ -247,7 +250,7 @@ class Recognizer:
         """
         from scriba.data.transforms import LineTransform
 
-        lt = LineTransform.from_model_input(tuple(self.model.input), self.padding, "bbox")
+        lt = LineTransform.from_model_input(_input_shape(self.model), self.padding, "bbox")
         images = _Images(list(lines), lt)
         return self._predict_all(images, [images.name(i) for i in range(len(images))])
 
@@ -315,6 +318,11 @@ def _image_record(path: str) -> LineRecord:
         return read_path_record(path)
     except InputError:
         return LineRecord(id=path, source=path, text="", image=path, kind="bbox")
+
+
+def _input_shape(model: RecognitionModel) -> tuple[int, int, int, int]:
+    b, c, h, w = model.input
+    return int(b), int(c), int(h), int(w)
 
 
 class _Guarded:

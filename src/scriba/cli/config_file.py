@@ -43,9 +43,9 @@ def load_yaml(path: str) -> dict[str, Any]:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else None
+        at = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else None
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise UsageError(f"not valid YAML: {problem}", path=path, element=where) from None
+        raise UsageError(f"not valid YAML: {problem}", path=path, element=at) from None
     except RecursionError:
         raise UsageError("not valid YAML: nested too deeply", path=path) from None
     if data is None:

@@ -49,7 +49,8 @@ def _normalize_mode(im: Image.Image) -> Image.Image:
     if im.mode in ("1", "L", "RGB"):
         return im
     if im.mode in ("LA", "I", "I;16", "I;16B", "I;16L", "F"):
-        if im.mode in ("I", "I;16", "I;16B", "I;16L") and im.getextrema()[1] > 255:
+        highest = im.getextrema()[1]
+        if im.mode in ("I", "I;16", "I;16B", "I;16L") and isinstance(highest, (int, float)) and highest > 255:
             im = im.point(lambda v: v / 256)
         return im.convert("L")
     if im.mode == "P":

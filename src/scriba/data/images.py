@@ -24,7 +24,7 @@ def image_error(exc: BaseException) -> str:
     if isinstance(exc, Image.DecompressionBombError):
         pixels = re.search(r"\((\d+) pixels\)", str(exc))
         size = f"{int(pixels.group(1)):,} pixels" if pixels else "too many pixels"
-        return f"image of {size} exceeds the limit of {2 * Image.MAX_IMAGE_PIXELS:,} (decompression bomb guard)"
+        return f"image of {size} exceeds the limit of {2 * (Image.MAX_IMAGE_PIXELS or 0):,} (decompression bomb guard)"
     if isinstance(exc, UnidentifiedImageError):
         return "not an image file Pillow can read (unknown format or corrupt header)"
     if isinstance(exc, OSError) and exc.strerror:

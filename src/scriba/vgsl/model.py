@@ -41,7 +41,7 @@ _POSITIVE = {
     "addition": {"chunk": "chunk size"},
 }  # fmt: skip
 # VGSL dimension numbers each block accepts (0 batch, 1 height, 2 width, 3 channels)
-_DIMS = {"reshape": {"d": (0, 1, 2, 3), "e": (0, 1, 2, 3), "f": (0, 1, 2, 3)}, "addition": {"dim": (1, 2, 3)}}
+_DIMS: dict[str, dict[str, tuple[int, ...]]] = {"reshape": {"d": (0, 1, 2, 3), "e": (0, 1, 2, 3), "f": (0, 1, 2, 3)}, "addition": {"dim": (1, 2, 3)}}
 
 DEFAULT_METADATA: dict[str, Any] = {
     "accuracy": [],

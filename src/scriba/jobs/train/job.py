@@ -54,6 +54,10 @@ def _check_config(cfg: TrainConfig) -> TrainConfig:
     if cfg.resize in RESIZE_ALIASES:
         logger.warning("--resize %s is deprecated; use %s", cfg.resize, RESIZE_ALIASES[cfg.resize])
         cfg.resize = RESIZE_ALIASES[cfg.resize]
+    if isinstance(cfg.codec, str):  # a codec file: read (and refused if bad) before anything is written
+        from scriba.codec import load_codec_file
+
+        cfg = replace(cfg, codec=load_codec_file(cfg.codec))
     return cfg
 
 

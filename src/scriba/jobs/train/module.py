@@ -17,6 +17,7 @@ from scriba.recognizer import Recognizer
 from scriba.trainer.callbacks import Diverged
 from scriba.trainer.optim import build_optimizer
 from scriba.trainer.runtime import plain
+from scriba.vgsl.model import RecognitionModel
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ class RecognitionModule(L.LightningModule):
 
     def __init__(
         self,
-        net: nn.Module,
+        net: RecognitionModel,
         optim: OptimConfig,
         info: dict[str, Any] | None = None,
         pred_transform: Callable[[str], str] | None = None,
