@@ -106,6 +106,10 @@ class Recognizer:
         num_workers: int = 0,
         num_threads: int | None = None,
         legacy_polygons: bool | None = None,
+        lm: str | None = None,
+        lm_weight: float = 1.5,
+        lm_bonus: float = 2.5,
+        beam_size: int = 16,
     ) -> None:
         if model is None:
             raise UsageError("no model given to the recognizer")
@@ -127,6 +131,15 @@ class Recognizer:
         self.num_threads = num_threads
         meta = getattr(model, "metadata", {}) or {}
         self.legacy_polygons = bool(meta.get("legacy_polygons", False)) if legacy_polygons is None else legacy_polygons
+        self._beam: Any = None
+        if lm is not None:
+            from scriba.lm.beam import BeamSettings, ParallelBeamDecoder
+            from scriba.lm.lmfile import check_language_model
+
+            labels = check_language_model(lm, self.model.codec)  # type: ignore[arg-type]  # checked above
+            settings = BeamSettings(lm, labels, lm_weight=lm_weight, token_bonus=lm_bonus, beam_size=beam_size)
+            # flashlight's search holds the GIL: several worker processes when the user gave threads to spare
+            self._beam = ParallelBeamDecoder(settings, processes=max(1, num_threads or 1))
 
     # -- one batch ---------------------------------------------------------------------------------------------
 
@@ -154,7 +167,28 @@ class Recognizer:
             )
         if self.model.codec is None:
             raise ModelError("the model has no codec: it cannot turn its outputs into text")
+        if self._beam is not None:
+            return self._beam_decode(logits, lens)
         return decode_text(logits.float(), lens, self.model.codec)
+
+    def _beam_decode(self, logits: Any, lens: Any) -> list[Prediction]:
+        """Beam search with the language model over each line's log-posteriors."""
+        import torch
+
+        log_probs = torch.log_softmax(logits.detach().float().squeeze(2), dim=1).cpu()
+        lines = [log_probs[i, :, : int(n)].T.contiguous().numpy() for i, n in enumerate(lens.cpu().tolist())]
+        preds = []
+        codec: Any = self.model.codec
+        for spans in self._beam.decode_all(lines):
+            chars = codec.decode(spans)
+            preds.append(Prediction(text="".join(c for c, *_ in chars), confidences=[float(c[3]) for c in chars],
+                                    positions=[(int(c[1]), int(c[2])) for c in chars]))
+        return preds
+
+    def close(self) -> None:
+        """Ends the language model's worker processes, if any."""
+        if self._beam is not None:
+            self._beam.close()
 
     def score_batch(
         self, batch: dict[str, Any], tally: Tally, pred_transform: Callable[[str], str] | None = None

@@ -75,3 +75,38 @@ def test_build_needs_a_model_and_data(tmp_path, capsys):
     model = _model(tmp_path, "abc ")
     code, _, err = run_ketos(["lm", "build", "-m", str(model)], capsys)
     assert code == 2 and "no transcriptions" in err
+
+
+def test_ketos_test_refuses_a_language_model_of_another_codec(tmp_path, capsys):
+    pytest.importorskip("flashlight.lib.text.decoder", reason="flashlight-text (scriba[lm]) not installed")
+    model = _model(tmp_path, "abc ")
+    lm = tmp_path / "other.arpa"
+    from scriba.lm.lmfile import write_language_model
+
+    write_language_model(["abd abd"], Codec("abd "), str(lm), order=2)
+    code, _, err = run_ketos(["-d", "cpu", "test", "-m", str(model), "-f", "path", "--lm", str(lm),
+                              "-e", str(EXAMPLE_DATA / "test.lst")], capsys)
+    assert code == 2 and "built for another codec" in err and "Traceback" not in err
+
+
+def test_language_model_decoding_lowers_the_error_count_on_froc(shared_data, tmp_path, capsys, monkeypatch):
+    pytest.importorskip("flashlight.lib.text.decoder", reason="flashlight-text (scriba[lm]) not installed")
+    import json
+
+    root = shared_data / "froc_mss"
+    monkeypatch.chdir(root)  # the manifests list paths relative to the dataset's folder
+    lm = tmp_path / "froc.arpa"
+    assert run_ketos(["lm", "build", "-m", "model_froc.mlmodel", "-u", "NFD", "-o", str(lm),
+                      "-t", "published_split/train.lst"], capsys)[0] == 0
+    test = tmp_path / "test.lst"
+    test.write_text("\n".join((root / "published_split" / "test.lst").read_text().splitlines()[:80]) + "\n")
+    errors = {}
+    for name, extra in (("greedy", []), ("lm", ["--lm", str(lm)])):
+        out = tmp_path / f"{name}.json"
+        code, _, err = run_ketos(["-d", "cpu", "test", "-m", "model_froc.mlmodel", "-B", "16", "-f", "path",
+                                  "-u", "NFD", "-e", str(test), "--output-json", str(out), *extra], capsys)
+        assert code == 0, err
+        report = json.loads(out.read_text())
+        errors[name] = report["errors"] if "errors" in report else report["summary"]["errors"]
+        assert report["settings"]["decoding"].startswith("beam" if extra else "greedy")
+    assert errors["lm"] < 0.92 * errors["greedy"], errors

@@ -18,6 +18,14 @@ from scriba.cli import options as O
               help="Write the numbers and per-line results as JSON.")
 @click.option("--output-html", type=click.Path(dir_okay=False), default=None,
               help="Write a self-contained HTML report with the worst lines.")
+@click.option("--lm", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Decode with beam search and this label language model (ketos lm build) instead of greedily.")
+@click.option("--lm-weight", type=O.FiniteFloatRange(0), default=C.default(C.TestConfig, "lm_weight"),
+              help="Weight of the language model's log10 score against the network's.")
+@click.option("--lm-bonus", type=O.FiniteFloatRange(), default=C.default(C.TestConfig, "lm_bonus"),
+              help="Score added per decoded label (offsets the language model's preference for short lines).")
+@click.option("--beam-size", type=click.IntRange(1), default=C.default(C.TestConfig, "beam_size"),
+              help="Hypotheses kept per frame in the beam search.")
 @O.ground_truth_argument("test_set")
 @click.pass_obj
 def command(g: C.GlobalConfig, test_set: tuple[str, ...], **opts) -> None:

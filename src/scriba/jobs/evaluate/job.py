@@ -107,6 +107,10 @@ def evaluate(
         num_workers=g.num_workers,
         num_threads=g.num_threads,
         legacy_polygons=legacy,
+        lm=cfg.lm,
+        lm_weight=cfg.lm_weight,
+        lm_bonus=cfg.lm_bonus,
+        beam_size=cfg.beam_size,
     )
     records, dataset = _test_set(rec, data, cfg, meta, skipped)
     if len(dataset) == 0:
@@ -118,19 +122,22 @@ def evaluate(
     missing_chars: Counter[str] = Counter()
     missing_lines = 0
     show = progress if progress is not None else (g.verbose == 0 and _stderr_is_tty())
-    with rec.session():
-        for batch, bad in rec.iter_batches(dataset, require_text=True, progress=show):
-            for i, reason in bad:
-                line = records[i] if records is not None else None
-                skipped.append(SkippedItem(line.source if line else "dataset", line.id if line else str(i), reason))
-            if batch is None:
-                continue
-            rec.score_batch(batch, tally, pred_transform)
-            for ref in batch["texts"]:
-                miss = unencodable(ref)
-                if miss:
-                    missing_lines += 1
-                    missing_chars.update(c for c in ref if c in miss)
+    try:
+        with rec.session():
+            for batch, bad in rec.iter_batches(dataset, require_text=True, progress=show):
+                for i, reason in bad:
+                    line = records[i] if records is not None else None
+                    skipped.append(SkippedItem(line.source if line else "dataset", line.id if line else str(i), reason))
+                if batch is None:
+                    continue
+                rec.score_batch(batch, tally, pred_transform)
+                for ref in batch["texts"]:
+                    miss = unencodable(ref)
+                    if miss:
+                        missing_lines += 1
+                        missing_chars.update(c for c in ref if c in miss)
+    finally:
+        rec.close()  # the language model's worker processes, if any
     if tally.lines_seen == 0:
         raise NoDataError(f"none of the {len(dataset)} test lines could be evaluated ({skipped[0]})")
     return EvaluationResult(
@@ -196,6 +203,8 @@ def _settings(cfg: TestConfig, g: GlobalConfig, legacy: bool, device: Any) -> di
         "precision": "32-true" if g.precision == "auto" else g.precision,
         "num_workers": g.num_workers,
         "num_threads": g.num_threads,
+        "decoding": (f"beam {cfg.beam_size}, LM {cfg.lm} (weight {cfg.lm_weight}, bonus {cfg.lm_bonus})"
+                     if cfg.lm else "greedy"),
     }
 
 
