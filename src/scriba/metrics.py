@@ -35,6 +35,21 @@ def prediction_normalizer(normalization: str | None, normalize_whitespace: bool 
     return TextTransform(normalization=normalization, normalize_whitespace=normalize_whitespace, bidi_reordering=False)
 
 
+# the integer counts of a Tally: what merging tallies, or summing them over DDP processes, adds up
+COUNTS = (
+    "lines_seen",
+    "chars",
+    "errors",
+    "ci_chars",
+    "ci_errors",
+    "words",
+    "word_errors",
+    "insertions",
+    "deletions",
+    "substitutions",
+)
+
+
 @dataclass(slots=True)
 class LineResult:
     """One evaluated line. ``index`` is its position in the evaluated data (to fetch its image later)."""
@@ -234,18 +249,7 @@ class Tally:
     # -- combining -----------------------------------------------------------------------------------------
     def merge(self, other: Tally) -> Tally:
         """Add ``other``'s counts to this tally (in place) and return it."""
-        for name in (
-            "lines_seen",
-            "chars",
-            "errors",
-            "ci_chars",
-            "ci_errors",
-            "words",
-            "word_errors",
-            "insertions",
-            "deletions",
-            "substitutions",
-        ):
+        for name in COUNTS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.char_counts.update(other.char_counts)
         self.missed.update(other.missed)

@@ -12,7 +12,7 @@ from torch import nn
 
 from scriba.config import OptimConfig
 from scriba.errors import SpecError
-from scriba.metrics import Tally
+from scriba.metrics import COUNTS, Tally
 from scriba.recognizer import Recognizer
 from scriba.trainer.callbacks import Diverged
 from scriba.trainer.optim import build_optimizer
@@ -52,18 +52,7 @@ HYPER_PARAMS = (
 
 
 # the integer fields of a Tally that DDP validation sums over the processes
-REDUCED_COUNTS = (
-    "lines_seen",
-    "chars",
-    "errors",
-    "ci_chars",
-    "ci_errors",
-    "words",
-    "word_errors",
-    "insertions",
-    "deletions",
-    "substitutions",
-)
+REDUCED_COUNTS = COUNTS
 
 
 class RecognitionModule(L.LightningModule):
