@@ -120,8 +120,8 @@ def pretrain(
     if cfg.resume and cfg.load:  # checked before the checkpoint's configuration replaces both
         raise UsageError("--load and --resume are mutually exclusive")
     accelerator, devices = runtime.parse_device(g.device)
-    runtime.require_device(g.device, accelerator, devices)
     cluster.one_process_only(g.processes, g.num_nodes, devices, "ketos pretrain")
+    runtime.require_device(g.device, accelerator, devices)
     ckpt: dict[str, Any] | None = None
     if cfg.resume:
         cfg, g, ckpt = runtime.restore_configs(cfg, g, key="pretrain_config", task="pretraining")

@@ -162,8 +162,8 @@ def train(
             cfg, training_data=resolve_inputs(cfg.training_data), evaluation_data=resolve_inputs(cfg.evaluation_data)
         )
     accelerator, devices = runtime.parse_device(g.device)
+    procs = cluster.resolve_layout(g.processes, g.num_nodes, devices)  # contradicting options first
     runtime.require_device(g.device, accelerator, devices)
-    procs = cluster.resolve_layout(g.processes, g.num_nodes, devices)
     if procs.distributed and accelerator == "mps":
         raise UsageError("several processes need CPUs (-d cpu) or CUDA GPUs; -d mps trains in one process")
     if procs.distributed and g.seed is None and not cfg.resume:
