@@ -2,8 +2,26 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+
+@dataclass
+class RunResult:
+    """What a training or pretraining run produced and why it stopped (``fixed``, ``early``, ``aneal``,
+    ``interrupted``); each job adds its own figures."""
+
+    output_dir: str
+    weights: str | None = None
+    best_checkpoint: str | None = None
+    abort_checkpoint: str | None = None
+    stopped: str = "fixed"
+    epochs: int = 0
+    steps: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    split_file: str | None = None
+    lines_per_second: list[float] = field(default_factory=list)
 
 
 def stop_message(reason: str, cfg: Any, trainer: Any, early: Any) -> str:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,21 +33,11 @@ TASK = "pretrain"
 
 
 @dataclass
-class PretrainResult:
-    """What a pretraining run produced and why it stopped (``fixed``, ``early``, ``aneal``, ``interrupted``)."""
+class PretrainResult(outcome.RunResult):
+    """A pretraining run's :class:`~scriba.trainer.outcome.RunResult`, with its best validation loss."""
 
-    output_dir: str
-    weights: str | None = None
     best_loss: float | None = None
-    best_checkpoint: str | None = None
-    abort_checkpoint: str | None = None
-    stopped: str = "fixed"
-    epochs: int = 0
-    steps: int = 0
     warmup_steps: float = 0.0
-    history: list[dict[str, Any]] = field(default_factory=list)
-    split_file: str | None = None
-    lines_per_second: list[float] = field(default_factory=list)
     train_lines: int = 0
     val_lines: int = 0
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,21 +27,11 @@ PLOT_FILE = "training_curves.png"
 
 
 @dataclass
-class TrainResult:
-    """What a training run produced and why it stopped (``fixed``, ``early``, ``aneal``, ``interrupted``)."""
+class TrainResult(outcome.RunResult):
+    """A training run's :class:`~scriba.trainer.outcome.RunResult`, with its best validation accuracy."""
 
-    output_dir: str
-    weights: str | None = None
     best_accuracy: float | None = None
-    best_checkpoint: str | None = None
-    abort_checkpoint: str | None = None
-    stopped: str = "fixed"
-    epochs: int = 0
-    steps: int = 0
-    history: list[dict[str, Any]] = field(default_factory=list)
     plot: str | None = None
-    split_file: str | None = None
-    lines_per_second: list[float] = field(default_factory=list)
     train_lines: int = 0
     val_lines: int = 0
 
