@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -37,24 +38,33 @@ def greedy_decode(logits: torch.Tensor, lengths: torch.Tensor | None = None) -> 
     conf_l = conf.cpu().tolist()
     out: list[list[Span]] = []
     for i, length in enumerate(lengths.cpu().tolist()):
-        labels = best_l[i][: int(length)]
-        confs = conf_l[i][: int(length)]
-        spans: list[Span] = []
-        start = 0
-        for j in range(1, len(labels) + 1):
-            if j == len(labels) or labels[j] != labels[start]:
-                lab = labels[start]
-                if lab != 0:
-                    spans.append((lab, start, j - 1, max(confs[start:j])))
-                start = j
-        out.append(spans)
+        confs: list[float] = conf_l[i][: int(length)]
+
+        def best_frame(lab: int, a: int, b: int, confs: list[float] = confs) -> float:
+            return max(confs[a:b])
+
+        out.append(path_spans(best_l[i][: int(length)], best_frame))
     return out
 
 
-def decode_text(logits: torch.Tensor, lengths: torch.Tensor | None, codec: Codec) -> list[Prediction]:
-    """Greedy decoding followed by the codec: text, per-character confidences and frame positions."""
+def path_spans(path: Sequence[int], confidence: Callable[[int, int, int], float]) -> list[Span]:
+    """A CTC path (one label per frame) as ``(label, start, end, conf)`` spans: repeats collapsed, blanks (0)
+    dropped; ``confidence(label, start, stop)`` scores the run of frames ``start:stop``."""
+    spans: list[Span] = []
+    start = 0
+    for j in range(1, len(path) + 1):
+        if j == len(path) or path[j] != path[start]:
+            lab = int(path[start])
+            if lab != 0:
+                spans.append((lab, start, j - 1, confidence(lab, start, j)))
+            start = j
+    return spans
+
+
+def predictions(lines: Sequence[Sequence[Span]], codec: Codec) -> list[Prediction]:
+    """Each line's label spans through the codec: text, per-character confidences and frame positions."""
     preds: list[Prediction] = []
-    for spans in greedy_decode(logits, lengths):
+    for spans in lines:
         chars = codec.decode(spans)
         preds.append(
             Prediction(
@@ -64,3 +74,8 @@ def decode_text(logits: torch.Tensor, lengths: torch.Tensor | None, codec: Codec
             )
         )
     return preds
+
+
+def decode_text(logits: torch.Tensor, lengths: torch.Tensor | None, codec: Codec) -> list[Prediction]:
+    """Greedy decoding followed by the codec: text, per-character confidences and frame positions."""
+    return predictions(greedy_decode(logits, lengths), codec)

@@ -177,13 +177,10 @@ class Recognizer:
 
         log_probs = torch.log_softmax(logits.detach().float().squeeze(2), dim=1).cpu()
         lines = [log_probs[i, :, : int(n)].T.contiguous().numpy() for i, n in enumerate(lens.cpu().tolist())]
-        preds = []
+        from scriba.decode import predictions
+
         codec: Any = self.model.codec
-        for spans in self._beam.decode_all(lines):
-            chars = codec.decode(spans)
-            preds.append(Prediction(text="".join(c for c, *_ in chars), confidences=[float(c[3]) for c in chars],
-                                    positions=[(int(c[1]), int(c[2])) for c in chars]))
-        return preds
+        return predictions(self._beam.decode_all(lines), codec)
 
     def close(self) -> None:
         """Ends the language model's worker processes, if any."""
