@@ -110,3 +110,16 @@ def test_language_model_decoding_lowers_the_error_count_on_froc(shared_data, tmp
         errors[name] = report["errors"] if "errors" in report else report["summary"]["errors"]
         assert report["settings"]["decoding"].startswith("beam" if extra else "greedy")
     assert errors["lm"] < 0.92 * errors["greedy"], errors
+
+
+def test_a_damaged_language_model_is_one_line(tmp_path, capsys):
+    pytest.importorskip("flashlight.lib.text.decoder", reason="flashlight-text (scriba[lm]) not installed")
+    model = _model(tmp_path, "abc ")
+    lm = tmp_path / "cut.arpa"
+    assert run_ketos(["lm", "build", "-m", str(model), "-o", str(lm), "-t", str(EXAMPLE_DATA / "train.lst")],
+                     capsys)[0] == 0
+    lm.write_text(lm.read_text()[:400])  # cut short: the header is intact, the n-grams are not
+    code, _, err = run_ketos(["-d", "cpu", "test", "-m", str(model), "-f", "path", "--lm", str(lm),
+                              "-e", str(EXAMPLE_DATA / "test.lst")], capsys)
+    assert code == 2 and "cannot read the language model" in err and str(lm) in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1

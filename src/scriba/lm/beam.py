@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from scriba.decode import path_spans
 from scriba.errors import UsageError
 
 Span = tuple[int, int, int, float]
@@ -75,8 +76,12 @@ class BeamDecoder:
         words.add_entry("<blank>")
         for label in range(1, settings.n_labels + 1):
             words.add_entry(str(label))
-        with _quiet_stdio():
-            kenlm = fl.KenLM(settings.lm_path, words)
+        try:
+            with _quiet_stdio():
+                kenlm = fl.KenLM(settings.lm_path, words)
+        except RuntimeError as exc:  # KenLM's parse errors: a damaged or hand-edited file
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "not a valid ARPA file"
+            raise UsageError(f"cannot read the language model: {reason}", path=settings.lm_path) from None
         # flashlight's lexicon-free search has no per-label bonus, and KenLM refuses positive log-probabilities
         # (so the bonus cannot be folded into the file): a thin Python LM adds it
         self._lm = _bonus_lm(fl, kenlm, settings) if settings.token_bonus else kenlm
@@ -128,16 +133,7 @@ def _bonus_lm(fl: Any, kenlm: Any, settings: BeamSettings) -> Any:
 
 def frames_to_spans(frames: Sequence[int], log_probs: np.ndarray) -> list[Span]:
     """Per-frame labels (CTC alignment) to spans; a span's confidence is its best frame's posterior."""
-    spans: list[Span] = []
-    start = 0
-    for j in range(1, len(frames) + 1):
-        if j == len(frames) or frames[j] != frames[start]:
-            lab = int(frames[start])
-            if lab > 0:
-                conf = math.exp(float(log_probs[start:j, lab].max()))
-                spans.append((lab, start, j - 1, conf))
-            start = j
-    return spans
+    return path_spans(frames, lambda lab, a, b: math.exp(float(log_probs[a:b, lab].max())))
 
 
 _WORKER: BeamDecoder | None = None
