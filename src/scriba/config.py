@@ -104,6 +104,9 @@ class OptimConfig:
     min_epochs: int = 0
     lag: int = 10
     min_delta: float = 0.0
+    # a wall-clock budget in minutes (0: none): once spent, the run validates once more and stops; a resumed
+    # run gets what the checkpoint had left
+    max_time: float = 0.0
     optimizer: str = "AdamW"
     lrate: float = 1e-3
     momentum: float = 0.9

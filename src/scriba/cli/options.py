@@ -97,6 +97,8 @@ def optim_options(cls: type, *, warmup_type: type = int, min_delta_help: str | N
                      help="Number of evaluations to wait before stopping training without improvement."),
         click.option("--min-delta", type=FiniteFloatRange(0), default=d("min_delta"),
                      help=min_delta_help or "Minimum improvement of the validation accuracy to reset early stopping."),
+        click.option("--max-time", type=FiniteFloatRange(0), default=d("max_time"),
+                     help="Wall-clock budget in minutes (0: none); when it is spent the run validates and stops."),
         click.option("--optimizer", type=click.Choice(C.OPTIMIZERS), default=d("optimizer"), help="Optimizer."),
         click.option("-r", "--lrate", type=FiniteFloatRange(0, min_open=True), default=d("lrate"),
                      help="Learning rate."),

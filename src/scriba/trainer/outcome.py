@@ -10,7 +10,7 @@ from typing import Any
 @dataclass
 class RunResult:
     """What a training or pretraining run produced and why it stopped (``fixed``, ``early``, ``aneal``,
-    ``interrupted``); each job adds its own figures."""
+    ``time``, ``interrupted``); each job adds its own figures."""
 
     output_dir: str
     weights: str | None = None
@@ -34,6 +34,8 @@ def stop_message(reason: str, cfg: Any, trainer: Any, early: Any) -> str:
         )
     if reason == "aneal":
         return "stopped: the learning rate schedule reached its floor (--quit aneal)"
+    if reason == "time":
+        return f"stopped: the time budget of {cfg.max_time:g} minutes is spent (--max-time)"
     if reason == "fixed":
         return f"stopped: {cfg.epochs} epochs done (--quit fixed)"
     return f"stopped after {trainer.current_epoch} epochs"

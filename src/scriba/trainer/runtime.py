@@ -311,6 +311,8 @@ def build_trainer(
     )
     max_epochs = cfg.epochs if cfg.quit == "fixed" or (cfg.quit == "aneal" and cfg.epochs > 0) else -1
     quiet_lightning()
+    import datetime
+
     from scriba.trainer.checkpoint_io import AtomicCheckpointIO
 
     return L.Trainer(
@@ -319,6 +321,8 @@ def build_trainer(
         precision=machine.resolve_precision(g, accelerator, task=task),  # type: ignore[arg-type]
         max_epochs=max_epochs,
         min_epochs=min_epochs,
+        # Lightning's Timer stops at a batch boundary and its loop validates before stopping
+        max_time=datetime.timedelta(minutes=cfg.max_time) if cfg.max_time else None,
         gradient_clip_val=cfg.gradient_clip_val or None,
         accumulate_grad_batches=accumulate_grad_batches,
         callbacks=callbacks,
@@ -358,11 +362,16 @@ def record_run(result: Any, trainer: Any, module: Any, run_state: Any, reporter:
 
 
 def stop_reason(cfg: Any, trainer: Any, early: Any) -> str:
-    """Why an uninterrupted run ended: ``early``, ``aneal``, ``fixed`` or ``finished``."""
+    """Why an uninterrupted run ended: ``early``, ``aneal``, ``time``, ``fixed`` or ``finished``."""
+    from lightning.pytorch.callbacks import Timer
+
     if early is not None and early.stopped_epoch > 0:
         return "early"
     if cfg.quit == "aneal" and trainer.should_stop:
         return "aneal"
+    timers = [cb for cb in trainer.callbacks if isinstance(cb, Timer)]
+    if timers and timers[0].time_remaining() <= 0:
+        return "time"
     return cfg.quit if cfg.quit == "fixed" else "finished"
 
 

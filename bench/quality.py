@@ -1,0 +1,269 @@
+#!/usr/bin/env python3
+"""Quality section: test CER after a fixed wall-clock training budget, one arm (a recipe) against another.
+
+    python bench/quality.py --mode screen --datasets froc_pages --arms defaults,b16
+    python bench/quality.py --mode confirm --datasets froc_published --arms defaults
+    python bench/quality.py --mode screen --datasets cremma --arms defaults --lm   # and CER with a 6-gram LM
+    python bench/quality.py --smoke                                              # harness check (CI)
+
+Every arm trains from scratch through the ``ketos`` command line with ``--max-time`` (screen: 12 min,
+confirm: 60 min; ``--budget`` overrides) on the dataset's whole training split, validates on its validation
+split, and the best weights are scored by ``ketos test`` on the test split with greedy decoding (``-u NFD``
+everywhere, as the data's reference figures). With ``--lm`` a character 6-gram built from the training
+transcriptions (``ketos lm build``) decodes the same test lines too. ``--kraken`` scores the weights with
+kraken 7.1.1's ``ketos test`` as well (``bench/.venv-kraken``, see ``bench/setup_kraken.sh``).
+
+Results go to ``--keep`` (default ``bench/work/quality``), one folder per dataset/arm/budget/seed with its
+``result.json``: a finished arm is not trained again, so an interrupted run continues where it stopped.
+The table (``quality.md`` there) is what ``bench/RESULTS.md`` quotes. The arms compete for the same cores:
+run on an otherwise idle machine, one arm after the other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+DATA = Path(os.environ.get("SCRIBA_SHARED_DATA", ROOT.parent / "shared" / "data")).resolve()
+KRAKEN = BENCH / ".venv-kraken" / "bin" / "ketos"
+BUDGETS = {"screen": 12.0, "confirm": 60.0}
+TINY_SPEC = "[1,24,0,1 Cr3,3,8 Mp2,2 S1(1x0)1,3 Lbx16]"
+DEFAULT_SPEC = (
+    "[1,120,0,1 Cr3,13,32 Do0.1,2 Mp2,2 Cr3,13,32 Do0.1,2 Mp2,2 Cr3,9,64 Do0.1,2 Mp2,2 Cr3,9,64 Do0.1,2 "
+    "S1(1x0)1,3 Lbx200 Do0.1,2 Lbx200 Do0.1,2 Lbx200 Do]"
+)
+# kraken's default network with the height-to-channels reshape replaced by a max pool over the 15 rows left
+COLPOOL_SPEC = DEFAULT_SPEC.replace("S1(1x0)1,3", "Mp15,1 S1(1x0)1,3")
+
+# dataset: (folder, split folder, format of its manifests)
+DATASETS = {
+    "froc_published": ("froc_mss", "published_split", "path"),
+    "froc_pages": ("froc_mss", "splits", "path"),
+    "cremma": ("cremma_medieval", "splits", "xml"),
+    "openiti": ("openiti_arabic", "splits", "path"),
+}
+
+# arm: options added to ``ketos train`` (the defaults arm adds none: today's defaults)
+ARMS: dict[str, list[str]] = {
+    "defaults": [],
+    "b16": ["-B", "16", "-r", "1e-3"],
+    "colpool": ["-s", COLPOOL_SPEC],
+    "colpool_b16": ["-s", COLPOOL_SPEC, "-B", "16", "-r", "1e-3"],
+    "augment": ["--augment"],
+    "freq4": ["-F", "0.25"],
+}
+
+
+def ketos() -> list[str]:
+    return [os.environ["SCRIBA_KETOS"]] if os.environ.get("SCRIBA_KETOS") else [sys.executable, "-m", "scriba.cli.main"]
+
+
+def env(threads: int) -> dict[str, str]:
+    e = dict(os.environ, PYTHONWARNINGS="ignore", TERM="dumb", COLUMNS="120", PYTHONUNBUFFERED="1",
+             CUDA_VISIBLE_DEVICES="")
+    e["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")
+    return e
+
+
+def absolute_manifest(keep: Path, ds: str, split: str, limit: int | None) -> Path:
+    """The dataset's manifest with absolute paths (its own are relative to the dataset folder)."""
+    folder, splits, _ = DATASETS[ds]
+    base = DATA / folder
+    names = (base / splits / f"{split}.lst").read_text(encoding="utf-8").split()
+    if limit:
+        names = names[:limit]
+    path = keep / "manifests" / f"{ds}-{split}{f'-{limit}' if limit else ''}.lst"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{base / n}\n" for n in names), encoding="utf-8")
+    return path
+
+
+def run(cmd: list[str], log: Path, threads: int, timeout: float) -> tuple[int, float, str]:
+    t0 = time.perf_counter()
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w", encoding="utf-8") as fh:
+        fh.write(" ".join(cmd) + "\n")
+        fh.flush()
+        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, text=True, env=env(threads), timeout=timeout)
+    return proc.returncode, time.perf_counter() - t0, log.read_text(encoding="utf-8", errors="replace")
+
+
+def data_inputs(a: argparse.Namespace, keep: Path, ds: str) -> dict[str, tuple[str, Path]]:
+    """(format, path) of each split; XML pages are compiled to ``.arrow`` once (their line extraction would
+    otherwise be paid inside every arm's budget)."""
+    fmt = DATASETS[ds][2]
+    limits = {"train": a.train_lines, "val": a.val_lines, "test": a.test_lines}
+    out = {}
+    for split in ("train", "val", "test"):
+        lst = absolute_manifest(keep, ds, split, limits[split])
+        if fmt != "xml":
+            out[split] = ("path", lst)
+            continue
+        arrow = lst.with_suffix(".arrow")
+        if not arrow.exists():
+            cmd = [*ketos(), "--workers", str(a.threads), "compile", "-f", "xml", "-o", str(arrow),
+                   *lst.read_text(encoding="utf-8").split()]
+            rc, _, text = run(cmd, lst.with_suffix(".compile.log"), a.threads, 3600)
+            if rc != 0:
+                raise SystemExit(f"compiling {ds} {split} failed:\n{text[-2000:]}")
+        listed = arrow.with_suffix(".arrow.lst")
+        listed.write_text(f"{arrow}\n", encoding="utf-8")
+        out[split] = ("binary", listed)
+    return out
+
+
+def test_json(path: Path) -> dict[str, Any]:
+    rep = json.loads(path.read_text(encoding="utf-8"))
+    s = rep["summary"]
+    chars, errors = int(s["chars"]), int(s["errors"])
+    return {"chars": chars, "errors": errors, "cer": errors / chars if chars else None,
+            "lines_per_s": rep["timing"]["lines_per_second"]}
+
+
+KRAKEN_REPORT = re.compile(r"^\s*(\d+)\s+Characters\s*$.*?^\s*(\d+)\s+Errors\s*$", re.M | re.S)
+EPOCH = re.compile(r"^epoch (\d+) .*?val_accuracy ([0-9.]+)", re.M)
+RATE = re.compile(r"([0-9.]+) lines/s")
+
+
+def one_arm(a: argparse.Namespace, keep: Path, ds: str, arm: str, inputs: dict[str, tuple[str, Path]]) -> dict:
+    budget = a.budget or BUDGETS[a.mode]
+    folder = keep / ds / f"{arm}-{budget:g}min-seed{a.seed}"
+    done = folder / "result.json"
+    if done.exists() and not a.force:
+        return json.loads(done.read_text(encoding="utf-8"))
+    folder.mkdir(parents=True, exist_ok=True)
+    glob = ["--device", "cpu", "--workers", "0", "--threads", str(a.threads), "-s", str(a.seed)]
+    fmt, train = inputs["train"]
+    _, val = inputs["val"]
+    extra = list(ARMS[arm])
+    if a.smoke:
+        extra = [*extra, "-s", TINY_SPEC]
+    cmd = [*ketos(), *glob, "train", "-f", fmt, "-t", str(train), "-e", str(val), "-o", str(folder / "model"),
+           "-u", "NFD", "--max-time", f"{budget:g}", *extra]
+    rc, wall, text = run(cmd, folder / "train.log", a.threads, budget * 60 * 1.5 + 600)
+    rec: dict[str, Any] = {"dataset": ds, "arm": arm, "budget_min": budget, "seed": a.seed, "threads": a.threads,
+                           "train_command": " ".join(["ketos", *cmd[len(ketos()):]]), "train_wall_s": round(wall, 1),
+                           "options": ARMS[arm]}
+    weights = re.findall(r"^best model: (.+)$", text, re.M)
+    epochs = EPOCH.findall(text)
+    rates = [float(r) for r in RATE.findall(text)]
+    rec.update(epochs=len(epochs), best_val_accuracy=max((float(v) for _, v in epochs), default=None),
+               train_lines_per_s=rates[-1] if rates else None, stopped=(re.findall(r"^stopped: (.+)$", text, re.M)
+                                                                        or [None])[-1])
+    if rc != 0 or not weights:
+        rec["error"] = text[-1500:]
+        return rec
+    rec["weights"] = weights[-1].strip()
+    tfmt, test = inputs["test"]
+    greedy = folder / "test.json"
+    cmd = [*ketos(), *glob, "test", "-m", rec["weights"], "-f", tfmt, "-e", str(test), "-u", "NFD", "-B", "16",
+           "--output-json", str(greedy)]
+    rc, _, text = run(cmd, folder / "test.log", a.threads, 3600)
+    if rc != 0:
+        rec["error"] = text[-1500:]
+        return rec
+    rec["greedy"] = test_json(greedy)
+    if a.lm:
+        rec["lm"] = with_lm(a, folder, glob, rec["weights"], inputs)
+    if a.kraken and KRAKEN.exists():
+        kcmd = [str(KRAKEN), "-d", "cpu", "test", "-m", rec["weights"], "-f", tfmt, "-u", "NFD", "-B", "1",
+                *test.read_text(encoding="utf-8").split()]
+        rc, _, text = run(kcmd, folder / "kraken_test.log", a.threads, 3600)
+        m = KRAKEN_REPORT.findall(text)
+        if rc == 0 and m:
+            chars, errors = map(int, m[-1])
+            rec["kraken"] = {"chars": chars, "errors": errors, "cer": errors / chars}
+    done.write_text(json.dumps(rec, indent=1) + "\n", encoding="utf-8")
+    return rec
+
+
+def with_lm(a: argparse.Namespace, folder: Path, glob: list[str], weights: str, inputs: dict) -> dict:
+    fmt, train = inputs["train"]
+    tfmt, test = inputs["test"]
+    lm = folder / "chars.arpa"
+    cmd = [*ketos(), *glob, "lm", "build", "-m", weights, "-f", fmt, "-t", str(train), "-u", "NFD", "-o", str(lm)]
+    rc, _, text = run(cmd, folder / "lm_build.log", a.threads, 3600)
+    if rc != 0:
+        return {"error": text[-1500:]}
+    out = folder / "test_lm.json"
+    cmd = [*ketos(), *glob, "test", "-m", weights, "-f", tfmt, "-e", str(test), "-u", "NFD", "-B", "16",
+           "--lm", str(lm), "--output-json", str(out)]
+    rc, _, text = run(cmd, folder / "test_lm.log", a.threads, 3600)
+    return test_json(out) if rc == 0 else {"error": text[-1500:]}
+
+
+def pct(x: float | None) -> str:
+    return "—" if x is None else f"{100 * x:.2f}"
+
+
+def table(rows: list[dict]) -> str:
+    head = ("| dataset | arm | budget | epochs | train lines/s | best val acc | test CER % (errors/chars) "
+            "| with LM | kraken 7.1.1 CER % |\n|---|---|---|---|---|---|---|---|---|\n")
+    body = []
+    for r in rows:
+        g = r.get("greedy") or {}
+        lm, kr = r.get("lm") or {}, r.get("kraken") or {}
+        lm_speed = f" at {lm['lines_per_s']:.1f} lines/s" if lm.get("cer") is not None else ""
+        body.append(
+            f"| {r['dataset']} | {r['arm']} | {r['budget_min']:g} min | {r.get('epochs', '—')} "
+            f"| {r.get('train_lines_per_s') or '—'} | {pct(r.get('best_val_accuracy'))} "
+            f"| {pct(g.get('cer'))} ({g.get('errors', '—')}/{g.get('chars', '—')}) "
+            f"| {pct(lm.get('cer'))}{lm_speed} "
+            f"| {pct(kr.get('cer'))} |"
+            + (" failed" if r.get("error") else "")
+        )
+    return head + "\n".join(body) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--mode", choices=sorted(BUDGETS), default="screen")
+    p.add_argument("--budget", type=float, default=None, help="minutes of training per arm (overrides --mode)")
+    p.add_argument("--datasets", default="froc_pages")
+    p.add_argument("--arms", default="defaults")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--train-lines", type=int, default=None, help="first N training lines only")
+    p.add_argument("--val-lines", type=int, default=None)
+    p.add_argument("--test-lines", type=int, default=None)
+    p.add_argument("--lm", action="store_true", help="also decode the test split with a 6-gram LM")
+    p.add_argument("--kraken", action="store_true", help="also score the weights with kraken 7.1.1")
+    p.add_argument("--keep", type=Path, default=BENCH / "work" / "quality")
+    p.add_argument("--force", action="store_true", help="train arms again that have a result")
+    p.add_argument("--smoke", action="store_true", help="tiny network, 16 lines, a few seconds per arm")
+    a = p.parse_args(argv)
+    if a.smoke:
+        a.budget, a.train_lines, a.val_lines, a.test_lines = a.budget or 0.1, 16, 8, 8
+    for name in a.arms.split(","):
+        if name not in ARMS:
+            p.error(f"unknown arm {name!r} (known: {', '.join(ARMS)})")
+    a.keep.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for ds in a.datasets.split(","):
+        if ds not in DATASETS:
+            p.error(f"unknown dataset {ds!r} (known: {', '.join(DATASETS)})")
+        if not (DATA / DATASETS[ds][0]).is_dir():
+            print(f"skipping {ds}: {DATA / DATASETS[ds][0]} is absent", file=sys.stderr)
+            continue
+        inputs = data_inputs(a, a.keep, ds)
+        for arm in a.arms.split(","):
+            rec = one_arm(a, a.keep, ds, arm, inputs)
+            rows.append(rec)
+            print(table([rec]).splitlines()[-1], flush=True)
+    report = a.keep / "quality.md"
+    report.write_text(table(rows), encoding="utf-8")
+    print(table(rows))
+    return 1 if any(r.get("error") for r in rows) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
