@@ -99,6 +99,7 @@ LAYERS = [
     ("scriba.machine", 3),
     ("scriba.config", 5),
     ("scriba.errors", 5),
+    ("scriba.console", 5),
 ]
 
 

@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from scriba.errors import CodecError, EncodeError
+from scriba.errors import CodecError, EncodeError, read_bytes
 
 # a label is a row of the output layer: beyond this the layer alone would take gigabytes
 MAX_LABEL = 1_000_000
@@ -53,11 +53,7 @@ def _load_mapping(charset: Any, path: str | None = None) -> dict[str, list[int]]
 def load_codec_file(path: str) -> dict[str, list[int]]:
     """Reads an explicit codec from a JSON object file ``{"a": [1], "ch": [2, 3]}``."""
     path = str(path)
-    try:
-        with open(path, "rb") as fp:
-            raw = fp.read()
-    except OSError as exc:
-        raise CodecError(f"codec file cannot be read ({exc.strerror or exc})", path=path) from None
+    raw = read_bytes(path, CodecError, "codec file")
     try:
         data = json.loads(raw.decode("utf-8-sig"))
     except UnicodeDecodeError as exc:

@@ -70,7 +70,27 @@ class GlobalConfig:
 
 
 @dataclass
-class DataConfig:
+class TextConfig:
+    """How transcriptions are read: Unicode normalization, whitespace, bidi reordering, base direction."""
+
+    normalization: str | None = None
+    normalize_whitespace: bool = True
+    bidi_reordering: bool = True
+    base_dir: str = "auto"
+
+
+@dataclass
+class LineConfig(TextConfig):
+    """Where lines are cut from (data format, line geometry), with how much padding, how many a batch."""
+
+    format_type: str = "xml"
+    linetype: str | None = None
+    padding: int = 16
+    batch_size: int = 1
+
+
+@dataclass
+class DataConfig(LineConfig):
     """Where the lines come from and how their text and images are prepared.
 
     ``training_data``/``evaluation_data`` hold data files (pages, line images, datasets), already expanded
@@ -79,16 +99,8 @@ class DataConfig:
 
     training_data: list[str] = field(default_factory=list)
     evaluation_data: list[str] = field(default_factory=list)
-    format_type: str = "xml"
-    linetype: str | None = None
-    padding: int = 16
-    normalization: str | None = None
-    normalize_whitespace: bool = True
-    bidi_reordering: bool = True
-    base_dir: str = "auto"
     legacy_polygons: bool = False
     augment: bool = False
-    batch_size: int = 1
     partition: float = 0.9
     codec: dict[str, Any] | str | None = None
 
@@ -139,6 +151,9 @@ class TrainConfig(DataConfig, OptimConfig):
     weights_format: str = "safetensors"
     freeze_backbone: int = 0
     resize: str = "fail"
+    # decay per optimizer step of an exponential moving average of the weights that validation, checkpoints
+    # and the exported model use (0: off)
+    ema: float = 0.0
 
 
 @dataclass
@@ -164,19 +179,11 @@ class PretrainConfig(DataConfig, OptimConfig):
 
 
 @dataclass
-class TestConfig:
+class TestConfig(LineConfig):
     """``ketos test``."""
 
     model: str | None = None
     test_data: list[str] = field(default_factory=list)
-    format_type: str = "xml"
-    linetype: str | None = None
-    batch_size: int = 1
-    padding: int = 16
-    normalization: str | None = None
-    normalize_whitespace: bool = True
-    bidi_reordering: bool = True
-    base_dir: str = "auto"
     no_legacy_polygons: bool = False
     output_json: str | None = None
     output_html: str | None = None
@@ -190,7 +197,7 @@ class TestConfig:
 
 
 @dataclass
-class LMBuildConfig:
+class LMBuildConfig(TextConfig):
     """``ketos lm build``: a character n-gram language model in a recognition model's label space."""
 
     training_data: list[str] = field(default_factory=list)
@@ -199,10 +206,6 @@ class LMBuildConfig:
     model: str | None = None
     output: str = "chars.arpa"
     order: int = 6
-    normalization: str | None = None
-    normalize_whitespace: bool = True
-    bidi_reordering: bool = True
-    base_dir: str = "auto"
 
 
 @dataclass

@@ -57,3 +57,13 @@ class EncodeError(CodecError):
 
 class SpecError(ScribaError):
     """A VGSL specification that does not parse; the message names the block."""
+
+
+def read_bytes(path: str, error: type[ScribaError], what: str, size: int = -1) -> bytes:
+    """The first ``size`` bytes of ``path`` (all with -1); a file that cannot be opened or read raises
+    ``error`` with the file's name: ``<path>: <what> cannot be read (<reason>)``."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(size)
+    except OSError as exc:
+        raise error(f"{what} cannot be read ({exc.strerror or exc})", path=str(path)) from None

@@ -50,6 +50,13 @@ COUNTS = (
 )
 
 
+# the headline figures of Tally.summary after the line count, in the order reports show them
+_SUMMARY = (
+    "chars", "errors", "cer", "wer", "char_accuracy", "case_insensitive_accuracy", "word_accuracy", "words",
+    "word_errors", "insertions", "deletions", "substitutions",
+)
+
+
 @dataclass(slots=True)
 class LineResult:
     """One evaluated line. ``index`` is its position in the evaluated data (to fetch its image later)."""
@@ -70,15 +77,7 @@ class LineResult:
         return _rate(self.distance, len(self.reference))
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "source": self.source,
-            "reference": self.reference,
-            "prediction": self.prediction,
-            "distance": self.distance,
-            "chars": self.chars,
-            "cer": self.cer,
-        }
+        return {k: getattr(self, k) for k in ("id", "source", "reference", "prediction", "distance", "chars", "cer")}
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,18 +266,4 @@ class Tally:
 
     def summary(self) -> dict[str, Any]:
         """The headline numbers as plain types (JSON, checkpoint metadata, logs)."""
-        return {
-            "lines": self.lines_seen,
-            "chars": self.chars,
-            "errors": self.errors,
-            "cer": self.cer,
-            "wer": self.wer,
-            "char_accuracy": self.char_accuracy,
-            "case_insensitive_accuracy": self.case_insensitive_accuracy,
-            "word_accuracy": self.word_accuracy,
-            "words": self.words,
-            "word_errors": self.word_errors,
-            "insertions": self.insertions,
-            "deletions": self.deletions,
-            "substitutions": self.substitutions,
-        }
+        return {"lines": self.lines_seen, **{k: getattr(self, k) for k in _SUMMARY}}

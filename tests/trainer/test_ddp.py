@@ -189,8 +189,7 @@ def test_two_gpus_make_a_ddp_trainer_without_a_gpu(monkeypatch):
     monkeypatch.setattr("lightning.fabric.utilities.device_parser.num_cuda_devices", lambda: 2, raising=False)
     monkeypatch.setenv("LOCAL_RANK", "1")
     cfg = TrainConfig(quit="fixed", epochs=1)
-    trainer = runtime.build_trainer(cfg, GlobalConfig(device="cuda:0,cuda:1", precision="32-true"),
-                                    accelerator=accelerator, devices=devices, out=Path("."), callbacks=[],
+    trainer = runtime.build_trainer(cfg, GlobalConfig(device="cuda:0,cuda:1", precision="32-true"), Path("."), [],
                                     logger_name="t", min_epochs=None, accumulate_grad_batches=1, processes=child)
     assert isinstance(trainer.strategy, DDPStrategy)
     assert trainer.world_size == 2 and trainer.num_devices == 2

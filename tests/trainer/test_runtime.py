@@ -74,8 +74,7 @@ def test_auto_is_the_default_and_reaches_the_trainer(monkeypatch, tmp_path) -> N
     monkeypatch.setattr(machine, "cpu_features", lambda: machine.CpuFeatures("AVX512", frozenset({"amx_bf16"})))
     assert GlobalConfig().precision == "auto"
     trainer = runtime.build_trainer(
-        TrainConfig(quit="fixed", epochs=1), GlobalConfig(), accelerator="cpu", devices=1, out=tmp_path,
-        callbacks=[], logger_name="t", min_epochs=None, accumulate_grad_batches=1,
+        TrainConfig(quit="fixed", epochs=1), GlobalConfig(device="cpu"), tmp_path, [], logger_name="t", min_epochs=None, accumulate_grad_batches=1,
     )
     assert "bf16" in type(trainer.precision_plugin).__name__.lower() or trainer.precision == "bf16-mixed"
 

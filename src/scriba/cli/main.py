@@ -6,7 +6,6 @@ Nothing here imports torch or lightning: subcommands import the library inside t
 
 from __future__ import annotations
 
-import logging
 import re
 import sys
 import traceback
@@ -22,6 +21,7 @@ from scriba.cli import test as test_cmd
 from scriba.cli import train as train_cmd
 from scriba.cli.config_file import apply_experiment_file
 from scriba.config import PRECISIONS, WEIGHT_GRADIENT_LAYOUTS, GlobalConfig, default
+from scriba.console import setup_logging
 from scriba.errors import ScribaError
 
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?(,cuda:\d+)*)$")
@@ -73,39 +73,15 @@ def _g(name: str):
 @click.pass_context
 def cli(ctx: click.Context, config_file: str | None, **values) -> None:
     """scriba's ketos: compile datasets, train, test, pretrain and convert text-line recognition models."""
-    _setup_logging(values["verbose"])
+    setup_logging(values["verbose"])
     if config_file is not None:
         values = apply_experiment_file(ctx, config_file, values)
-        _setup_logging(values["verbose"])
+        setup_logging(values["verbose"])
     ctx.obj = GlobalConfig(**values)
 
 
 for _module in (compile_cmd, train_cmd, test_cmd, pretrain_cmd, convert_cmd, lm_cmd):
     cli.add_command(_module.command)
-
-
-class _WarningFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        message = record.getMessage()
-        if record.name == "py.warnings":
-            # "file:line: Category: text" -> "text": users need the text, not our source line.
-            parts = message.strip().splitlines()[0].split(": ", 2)
-            message = parts[-1] if len(parts) == 3 else message
-        return f"{record.levelname.lower()}: {message}"
-
-
-def _setup_logging(verbose: int) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_WarningFormatter())
-    level = logging.WARNING - min(10 * verbose, 20)
-    # Records propagated from other loggers skip the root's level, so the handler filters too.
-    handler.setLevel(level)
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    logging.captureWarnings(True)
-    for noisy in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "fsspec", "PIL"):
-        logging.getLogger(noisy).setLevel(logging.WARNING if verbose else logging.ERROR)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -19,6 +19,9 @@ from scriba.cli import options as O
 @click.option("--resize", type=click.Choice(C.RESIZE_MODES), default=C.default(C.TrainConfig, "resize"),
               help="Codec/output layer resizing when loading a model: `union` adds code points, `new` matches the "
                    "training data exactly, `fail` aborts on a mismatch (`add`/`both`: deprecated aliases).")
+@click.option("--ema", type=O.FiniteFloatRange(0, 1, max_open=True), default=C.default(C.TrainConfig, "ema"),
+              help="Decay per optimizer step of an exponential moving average of the weights, which validation "
+                   "and the saved model use (0: off; e.g. 0.999).")
 @O.ground_truth_argument()
 @click.pass_obj
 def command(g: C.GlobalConfig, ground_truth: tuple[str, ...], **opts) -> None:

@@ -28,20 +28,9 @@ class Augmenter:
         if _u(g) >= self.p:
             return image
         x = image.unsqueeze(0).float()
-        if _u(g) < 0.3:
-            x = _affine(x, g)
-        if _u(g) < 0.2:
-            x = _wavy(x, g)
-        if _u(g) < 0.25:
-            x = _stroke_width(x, g)
-        if _u(g) < 0.2:
-            x = _blur(x, g)
-        if _u(g) < 0.3:
-            x = _fade(x, g)
-        if _u(g) < 0.2:
-            x = _stain(x, g)
-        if _u(g) < 0.3:
-            x = _noise(x, g)
+        for probability, degrade in _DEGRADATIONS:
+            if _u(g) < probability:
+                x = degrade(x, g)
         return x.squeeze(0).clamp_(0.0, 1.0)
 
 
@@ -133,3 +122,9 @@ def _noise(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     r = torch.rand(x.shape, generator=g, dtype=x.dtype)
     x = torch.where(r < density / 2, torch.ones_like(x), x)
     return torch.where((r >= density / 2) & (r < density), torch.zeros_like(x), x)
+
+
+# each degradation with the probability of applying it, in the order they are applied (and drawn)
+_DEGRADATIONS = (
+    (0.3, _affine), (0.2, _wavy), (0.25, _stroke_width), (0.2, _blur), (0.3, _fade), (0.2, _stain), (0.3, _noise),
+)

@@ -188,35 +188,13 @@ def _resolve(name: str) -> Any:
     return getattr(importlib.import_module(module), attr)
 
 
-class _Formatter(logging.Formatter):
-    """``warning: text`` as ``ketos`` prints it, with the rank in front on the other processes."""
-
-    def __init__(self, prefix: str) -> None:
-        super().__init__()
-        self.prefix = prefix
-
-    def format(self, record: logging.LogRecord) -> str:
-        message = record.getMessage()
-        if record.name == "py.warnings":
-            parts = message.strip().splitlines()[0].split(": ", 2)
-            message = parts[-1] if len(parts) == 3 else message
-        return f"{self.prefix}{record.levelname.lower()}: {message}"
-
-
 def _setup_logging(verbose: int, rank: int) -> None:
     import lightning  # noqa: F401 - it sets its loggers' levels on import; ours must come after
 
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_Formatter("" if rank == 0 else f"[rank {rank}] "))
+    from scriba.console import setup_logging
+
     # the other ranks would repeat every warning of rank 0 (the same data, the same options)
-    level = logging.WARNING - min(10 * verbose, 20) if rank == 0 else logging.ERROR
-    handler.setLevel(level)
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    logging.captureWarnings(True)
-    for noisy in ("lightning", "lightning.pytorch", "lightning.fabric", "fsspec", "PIL"):
-        logging.getLogger(noisy).setLevel(logging.WARNING if verbose else logging.ERROR)
+    setup_logging(verbose, prefix="" if rank == 0 else f"[rank {rank}] ", level=None if rank == 0 else logging.ERROR)
 
 
 def main(argv: list[str]) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from dataclasses import KW_ONLY, dataclass, field, fields
 from typing import Any
 
 import torch
@@ -108,6 +109,7 @@ def build_optimizer(params: Iterable[Any], cfg: OptimConfig) -> Optimizer:
 ROP_READING_ACCURACY = 0.5
 
 
+@dataclass(eq=False)
 class LRSchedule:
     """Learning rate as a function of optimizer steps and validation runs, with linear warmup.
 
@@ -124,45 +126,36 @@ class LRSchedule:
     - ``warmup`` > 0: the rate is additionally scaled by ``(step + 1) / warmup`` for the first steps.
     """
 
-    def __init__(
-        self,
-        schedule: str,
-        lrate: float,
-        *,
-        steps_per_epoch: int,
-        epochs: int = -1,
-        warmup: float = 0,
-        gamma: float = 0.1,
-        step_size: int = 10,
-        rop_patience: int = 5,
-        cos_t_max: int = 10,
-        cos_min_lr: float = 1e-6,
-        mode: str = "max",
-    ) -> None:
+    schedule: str
+    lrate: float
+    _: KW_ONLY
+    steps_per_epoch: int
+    epochs: int = -1
+    warmup: float = 0
+    gamma: float = 0.1
+    step_size: int = 10
+    rop_patience: int = 5
+    cos_t_max: int = 10
+    cos_min_lr: float = 1e-6
+    mode: str = "max"
+    # state changed by validation runs (the only state not derived from the step count): checkpointed
+    val_runs: int = field(default=0, init=False)
+    plateau_factor: float = field(default=1.0, init=False)
+    plateau_best: float | None = field(default=None, init=False)
+    plateau_bad: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        schedule = self.schedule
         if schedule not in SCHEDULES:
             raise UsageError(f"unknown schedule {schedule!r} (expected one of {', '.join(SCHEDULES)})")
-        if schedule == "1cycle" and epochs <= 0:
+        if schedule == "1cycle" and self.epochs <= 0:
             raise UsageError("the 1cycle schedule needs a positive number of --epochs (its cycle length)")
-        if schedule in ("cosine", "cosine_warm_restarts") and cos_t_max <= 0:
+        if schedule in ("cosine", "cosine_warm_restarts") and self.cos_t_max <= 0:
             raise UsageError("--cos-max must be positive for cosine schedules")
-        if schedule in ("exponential", "step") and step_size <= 0:
+        if schedule in ("exponential", "step") and self.step_size <= 0:
             raise UsageError("--step-size must be positive")
-        self.schedule = schedule
-        self.lrate = lrate
-        self.steps_per_epoch = max(1, int(steps_per_epoch))
-        self.epochs = epochs
-        self.warmup = float(warmup)
-        self.gamma = gamma
-        self.step_size = step_size
-        self.rop_patience = rop_patience
-        self.cos_t_max = cos_t_max
-        self.cos_min_lr = cos_min_lr
-        self.mode = mode
-        # state changed by validation runs (the only state not derived from the step count)
-        self.val_runs = 0
-        self.plateau_factor = 1.0
-        self.plateau_best: float | None = None
-        self.plateau_bad = 0
+        self.steps_per_epoch = max(1, int(self.steps_per_epoch))
+        self.warmup = float(self.warmup)
 
     @classmethod
     def from_config(cls, cfg: OptimConfig, steps_per_epoch: int, mode: str = "max") -> LRSchedule:
@@ -245,18 +238,12 @@ class LRSchedule:
         return False
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "val_runs": self.val_runs,
-            "plateau_factor": self.plateau_factor,
-            "plateau_best": self.plateau_best,
-            "plateau_bad": self.plateau_bad,
-        }
+        return {f.name: getattr(self, f.name) for f in fields(self) if not f.init}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.val_runs = int(state.get("val_runs", 0))
-        self.plateau_factor = float(state.get("plateau_factor", 1.0))
-        self.plateau_best = state.get("plateau_best")
-        self.plateau_bad = int(state.get("plateau_bad", 0))
+        for f in fields(self):
+            if not f.init:
+                setattr(self, f.name, state.get(f.name, f.default))
 
 
 def check_aneal(schedule: str) -> None:

@@ -43,6 +43,8 @@ def check_run_options(cfg: Any) -> None:
         raise UsageError("--quit fixed needs a positive number of --epochs")
     if cfg.freq <= 0 or (cfg.freq > 1 and cfg.freq != int(cfg.freq)):
         raise UsageError(f"--freq must be a fraction of an epoch or a whole number of epochs, got {cfg.freq}")
+    if cfg.max_time < 0:
+        raise UsageError(f"--max-time must be a number of minutes, 0 or more, got {cfg.max_time}")
     if cfg.weights_format not in WEIGHTS_FORMATS:
         raise UsageError(f"invalid --weights-format {cfg.weights_format!r}")
     if cfg.batch_size < 1 or cfg.accumulate_grad_batches < 1:
@@ -275,11 +277,9 @@ def rich_progress(progress: bool | None, g: GlobalConfig) -> bool:
 def build_trainer(
     cfg: Any,
     g: GlobalConfig,
-    *,
-    accelerator: str,
-    devices: Any,
     out: Path,
     callbacks: list[Any],
+    *,
     logger_name: str,
     min_epochs: int | None,
     accumulate_grad_batches: int,
@@ -287,14 +287,16 @@ def build_trainer(
     processes: Any = None,
     find_unused: bool = False,
 ) -> Any:
-    """The Lightning trainer for ``cfg``'s run length (``--quit``, ``--epochs``), validation frequency
-    (``--freq``), clipping and ``--logger``; Lightning's own output is quieted. ``processes`` (a
+    """The Lightning trainer for ``cfg``'s run length (``--quit``, ``--epochs``, ``--max-time``), validation
+    frequency (``--freq``), clipping and ``--logger``, on ``g``'s device, writing into ``out``; Lightning's own
+    output is quieted. ``processes`` (a
     :class:`~scriba.trainer.cluster.Layout`) makes it a DDP trainer; ``find_unused`` is for runs whose
     parameters are frozen for a while."""
     import lightning as L
 
     from scriba.trainer.cluster import Layout, trainer_arguments
 
+    accelerator, devices = parse_device(g.device)
     pl_logger: Any = False
     if cfg.pl_logger == "tensorboard":
         from lightning.pytorch.loggers import TensorBoardLogger
@@ -361,6 +363,25 @@ def record_run(result: Any, trainer: Any, module: Any, run_state: Any, reporter:
     result.lines_per_second = list(reporter.lines_per_second)
 
 
+def export_best(ckpt_cb: Any, cfg: Any, out: Path, result: Any, what: str) -> float | None:
+    """Converts ``ckpt_cb``'s best checkpoint to ``out/best_<score>`` in ``cfg.weights_format``, records the
+    file in ``result`` (``weights``, ``best_checkpoint``) and returns the score; None, with a warning, when no
+    validation run finished with a finite ``what`` (accuracy, loss)."""
+    from scriba.weights import save_weights
+    from scriba.weights.checkpoint import model_from_checkpoint, read_checkpoint_dict
+
+    best, score = ckpt_cb.best_model_path, ckpt_cb.best_model_score
+    if not best or score is None or not math.isfinite(float(score)):
+        logger.warning("no validation run finished with a %s: no best model to convert", what)
+        return None
+    value = float(score)
+    model = model_from_checkpoint(read_checkpoint_dict(best), best)
+    path = save_weights(model, out / f"best_{value:.4f}.safetensors", cfg.weights_format)
+    logger.info("converted best model %s (%s %.4f) to %s", best, what, value, path)
+    result.weights, result.best_checkpoint = str(path), best
+    return value
+
+
 def stop_reason(cfg: Any, trainer: Any, early: Any) -> str:
     """Why an uninterrupted run ended: ``early``, ``aneal``, ``time``, ``fixed`` or ``finished``."""
     from lightning.pytorch.callbacks import Timer
@@ -370,7 +391,7 @@ def stop_reason(cfg: Any, trainer: Any, early: Any) -> str:
     if cfg.quit == "aneal" and trainer.should_stop:
         return "aneal"
     timers = [cb for cb in trainer.callbacks if isinstance(cb, Timer)]
-    if timers and timers[0].time_remaining() <= 0:
+    if timers and (timers[0].time_remaining() or 0.0) <= 0:
         return "time"
     return cfg.quit if cfg.quit == "fixed" else "finished"
 

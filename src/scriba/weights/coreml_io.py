@@ -20,13 +20,15 @@ import numpy as np
 import torch
 
 from scriba.codec import Codec
-from scriba.errors import CodecError, ModelError, ScribaError
+from scriba.errors import CodecError, ModelError, ScribaError, read_bytes
 from scriba.vgsl import layers as L
 from scriba.vgsl.model import RecognitionModel, build_model
 from scriba.weights.atomic import atomic_path
 from scriba.weights.safetensors_io import load_state
 
 _GATES = ("inputGate", "forgetGate", "blockInput", "outputGate")  # torch order i, f, g, o
+# CoreML layer kind -> (suffix of its layer name, attribute of our layer holding weight and bias)
+_DENSE = {"convolution": ("_conv", "co"), "innerProduct": ("_lin", "lin")}
 
 
 _PROTO_ALIAS = "_scriba_coremltools_proto"
@@ -93,20 +95,15 @@ def _state_from_layers(model: RecognitionModel, layers: Any, path: str) -> dict[
     for layer in layers:
         kind = layer.WhichOneof("layer")
         name = layer.name
-        if kind in ("convolution",) and name.endswith("_conv"):
-            base = paths.get(name[: -len("_conv")])
+        if kind in _DENSE and name.endswith(_DENSE[kind][0]):
+            suffix, attr = _DENSE[kind]
+            base = paths.get(name[: -len(suffix)])
             if base is None:
                 continue
-            put(f"{base}.co.weight", _array(layer.convolution.weights))
-            if layer.convolution.hasBias:
-                put(f"{base}.co.bias", _array(layer.convolution.bias))
-        elif kind == "innerProduct" and name.endswith("_lin"):
-            base = paths.get(name[: -len("_lin")])
-            if base is None:
-                continue
-            put(f"{base}.lin.weight", _array(layer.innerProduct.weights))
-            if layer.innerProduct.hasBias:
-                put(f"{base}.lin.bias", _array(layer.innerProduct.bias))
+            params = getattr(layer, kind)
+            put(f"{base}.{attr}.weight", _array(params.weights))
+            if params.hasBias:
+                put(f"{base}.{attr}.bias", _array(params.bias))
         elif kind in ("uniDirectionalLSTM", "biDirectionalLSTM"):
             base = paths.get(name[: -len("_transposed")] if name.endswith("_transposed") else name)
             if base is None:
@@ -137,11 +134,7 @@ def read_coreml(path: str | os.PathLike[str]) -> RecognitionModel:
     """Reads a kraken CoreML recognition model (old files without ``kraken_meta`` count as legacy ones)."""
     pb = _proto()
     path = str(path)
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read()
-    except OSError as exc:
-        raise ModelError(f"cannot read model: {exc.strerror}", path=path) from None
+    data = read_bytes(path, ModelError, "model")
     spec = pb.Model()
     try:
         spec.ParseFromString(data)

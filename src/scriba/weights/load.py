@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from scriba.errors import ModelError
+from scriba.errors import ModelError, read_bytes
 from scriba.vgsl.model import RecognitionModel
 
 _ZIP_MAGIC = b"PK\x03\x04"
@@ -15,11 +15,7 @@ def _sniff(path: Path) -> str:
     suffix = path.suffix.lower()
     if suffix in (".safetensors", ".mlmodel", ".ckpt"):
         return suffix
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(16)
-    except OSError as exc:
-        raise ModelError(f"cannot read model: {exc.strerror}", path=str(path)) from None
+    head = read_bytes(str(path), ModelError, "model", 16)
     if head.startswith(_ZIP_MAGIC):
         return ".ckpt"
     if len(head) >= 9 and head[8:9] == b"{":

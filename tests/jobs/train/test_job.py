@@ -453,3 +453,59 @@ def test_micro_batches_keep_optimizer_steps_and_gradients(synth, tmp_path):
     # same lines per step and the same summed loss: gradients agree up to padding effects at line ends
     assert steps["micro_grad"][0] == pytest.approx(steps["whole_grad"][0], rel=0.05)
     assert micro.history[0]["train_loss"] == pytest.approx(whole.history[0]["train_loss"], rel=0.1)
+
+
+class _SlowBatches(L.Callback):
+    """Makes every training batch take at least ``seconds``, so that a time budget ends mid-epoch."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds, self.steps = seconds, 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        import time
+
+        time.sleep(self.seconds)
+        self.steps += 1
+
+
+def test_max_time_validates_then_stops_mid_epoch(synth, tmp_path, capsys):
+    # 32 batches of 1 line at 0.1 s or more each: an epoch outlasts the 1.2 s budget
+    slow = _SlowBatches(0.1)
+    cfg = tiny_config(synth, tmp_path, quit="early", epochs=-1, batch_size=1, max_time=0.02)
+    r = train(cfg, tiny_global(), callbacks=[slow], progress=False)
+    assert r.stopped == "time"
+    assert 0 < slow.steps < 32
+    # the budget's end still validates once, so the run leaves weights of what it trained
+    assert len(r.history) == 1 and r.weights and Path(r.weights).exists()
+    assert "--max-time" in capsys.readouterr().err
+
+
+def test_max_time_zero_means_no_budget(synth, tmp_path):
+    r = train(tiny_config(synth, tmp_path, epochs=2, max_time=0.0), tiny_global(), progress=False)
+    assert r.stopped == "fixed" and r.epochs == 2
+
+
+def test_ema_validates_and_exports_the_averaged_weights(synth, tmp_path):
+    from scriba.trainer.averaging import EMA
+    from scriba.weights.checkpoint import read_checkpoint_dict
+
+    r = train(tiny_config(synth, tmp_path, epochs=2, ema=0.9), tiny_global(), progress=False)
+    ckpt = read_checkpoint_dict(r.best_checkpoint)
+    averaged, raw = ckpt["state_dict"], ckpt["current_model_state"]
+    assert averaged.keys() == raw.keys()
+    assert any(not torch.equal(averaged[k], raw[k]) for k in averaged)
+    exported = load_model(r.weights).state_dict()
+    net = {k.split("net.", 1)[-1]: v for k, v in averaged.items()}
+    assert all(torch.equal(exported[k], net[k]) for k in exported)
+    # the decay warms up: the first updates follow the weights closely, later ones at most `decay`
+    ema = EMA(0.999)
+    a, w = torch.zeros(1), torch.ones(1)
+    assert float(ema._average(a, w, torch.tensor(0))) == pytest.approx(1 - 1 / 10)
+    assert float(ema._average(a, w, torch.tensor(10**6))) == pytest.approx(1 - 0.999)
+
+
+def test_ema_out_of_range_is_a_usage_error(synth, tmp_path):
+    from scriba.errors import UsageError
+
+    with pytest.raises(UsageError, match="--ema"):
+        train(tiny_config(synth, tmp_path, ema=1.0), tiny_global(), progress=False)

@@ -15,7 +15,6 @@ weight-gradient layout) come from the caller.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -142,7 +141,7 @@ def _pretrain(
     # the run: configurations (a resumed run's own), output directory, device, seeds
     cfg = check_config(cfg)
     out = runtime.prepare_output(cfg.checkpoint_path)
-    accelerator, devices = runtime.parse_device(g.device)
+    accelerator = runtime.parse_device(g.device)[0]
     data_info = runtime.stored_data_info(ckpt)
     seed, sampler_seed = runtime.seed_run(g, data_info)
 
@@ -208,10 +207,8 @@ def _pretrain(
     trainer = runtime.build_trainer(
         cfg,
         g,
-        accelerator=accelerator,
-        devices=devices,
-        out=out,
-        callbacks=cbs,
+        out,
+        cbs,
         logger_name="ketos_pretrain",
         task="pretrain",
         # a fixed run is as long as asked; the minimum only holds back early stopping
@@ -240,18 +237,4 @@ def _pretrain(
 
 def _finish(result: PretrainResult, ckpt_cb: Any, cfg: PretrainConfig, out: Path) -> None:
     """Converts the best checkpoint to a weights file holding only the recognition network."""
-    from scriba.weights import save_weights
-    from scriba.weights.checkpoint import model_from_checkpoint, read_checkpoint_dict
-
-    best = ckpt_cb.best_model_path
-    score = ckpt_cb.best_model_score
-    if not best or score is None or not math.isfinite(float(score)):
-        logger.warning("no validation run finished with a loss: no best model to convert")
-        return
-    loss = float(score)
-    model = model_from_checkpoint(read_checkpoint_dict(best), best)
-    path = save_weights(model, out / f"best_{loss:.4f}.safetensors", cfg.weights_format)
-    logger.info("converted best model %s (loss %.4f) to %s", best, loss, path)
-    result.weights = str(path)
-    result.best_loss = loss
-    result.best_checkpoint = best
+    result.best_loss = runtime.export_best(ckpt_cb, cfg, out, result, "loss")

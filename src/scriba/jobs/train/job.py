@@ -39,6 +39,8 @@ class TrainResult(outcome.RunResult):
 def _check_config(cfg: TrainConfig) -> TrainConfig:
     check_numbers(cfg)
     runtime.check_run_options(cfg)
+    if not 0.0 <= cfg.ema < 1.0:
+        raise UsageError(f"--ema must be a decay in [0, 1), got {cfg.ema}")
     if cfg.resize not in RESIZE_MODES:
         raise UsageError(f"invalid --resize {cfg.resize!r} (expected one of {', '.join(RESIZE_MODES)})")
     if cfg.resize in RESIZE_ALIASES:
@@ -199,7 +201,7 @@ def _train(
 
         check_trainable(cfg.spec)
     out = runtime.prepare_output(cfg.checkpoint_path)
-    accelerator, devices = runtime.parse_device(g.device)
+    accelerator = runtime.parse_device(g.device)[0]
     data_info = runtime.stored_data_info(ckpt)
     seed, sampler_seed = runtime.seed_run(g, data_info)
 
@@ -297,6 +299,10 @@ def _train(
         cbs.append(early)
     if cfg.freeze_backbone > 0:
         cbs.append(FreezeBackbone(cfg.freeze_backbone))
+    if cfg.ema > 0:
+        from scriba.trainer.averaging import EMA
+
+        cbs.append(EMA(cfg.ema))
     cbs.append(reporter)  # after early stopping: its epoch line shows the counter of the validation just done
     cbs.extend(callbacks)
 
@@ -305,10 +311,8 @@ def _train(
     trainer = runtime.build_trainer(
         cfg,
         g,
-        accelerator=accelerator,
-        devices=devices,
-        out=out,
-        callbacks=cbs,
+        out,
+        cbs,
         logger_name="ketos_train",
         min_epochs=cfg.min_epochs,
         accumulate_grad_batches=cfg.accumulate_grad_batches * (cfg.batch_size // micro),
@@ -357,20 +361,7 @@ def _train(
 def _finish(result: TrainResult, ckpt_cb: Any, cfg: TrainConfig, out: Path) -> None:
     """Converts the best checkpoint to weights and draws the curves."""
     from scriba.jobs.train.plot import plot_history
-    from scriba.weights import save_weights
-    from scriba.weights.checkpoint import model_from_checkpoint, read_checkpoint_dict
-
-    best = ckpt_cb.best_model_path
-    if not best or ckpt_cb.best_model_score is None:
-        logger.warning("no validation run finished: no best model to convert")
-    else:
-        score = float(ckpt_cb.best_model_score)
-        model = model_from_checkpoint(read_checkpoint_dict(best), best)
-        path = save_weights(model, out / f"best_{score:.4f}.safetensors", cfg.weights_format)
-        logger.info("converted best model %s (score %.4f) to %s", best, score, path)
-        result.weights = str(path)
-        result.best_accuracy = score
-        result.best_checkpoint = best
+    result.best_accuracy = runtime.export_best(ckpt_cb, cfg, out, result, "accuracy")
     try:
         result.plot = plot_history(result.history, out / PLOT_FILE)
     except Exception as exc:  # noqa: BLE001 - a missing plot must not cost the trained model
