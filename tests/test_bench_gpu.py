@@ -1,4 +1,4 @@
-"""The GPU and DDP benchmark sections run (smoke mode, on CPU), so that they cannot rot before a GPU runs them."""
+"""The GPU, DDP and quality benchmark sections run (smoke mode, on CPU), so that they cannot rot between real runs."""
 
 from __future__ import annotations
 
@@ -40,3 +40,24 @@ def test_ddp_section_smoke(tmp_path):
     text = out.read_text()
     assert "2 processes x 1 thread, -B 2" in text and "1 process x 2 threads, -B 4" in text
     assert "failed" not in text and "points apart" in text
+
+
+def test_quality_section_smoke_and_resume(tmp_path):
+    keep = tmp_path / "q"
+    args = [str(ROOT / "bench" / "quality.py"), "--smoke", "--datasets", "froc_pages", "--arms", "defaults",
+            "--keep", str(keep), "--threads", "1"]
+    run = _run(args, 300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    result = keep / "froc_pages" / "defaults-0.1min-seed1" / "result.json"
+    import json
+
+    rec = json.loads(result.read_text())
+    assert rec["stopped"].startswith("the time budget of 0.1 minutes is spent")
+    assert rec["greedy"]["chars"] > 0 and 0 <= rec["greedy"]["errors"]
+    assert "--max-time 0.1" in rec["train_command"]
+    row = re.search(r"^\| froc_pages \| defaults \| 0.1 min \|.*$", (keep / "quality.md").read_text(), re.M)
+    assert row and f"({rec['greedy']['errors']}/{rec['greedy']['chars']})" in row.group(0)
+    # a finished arm is not trained again
+    log = keep / "froc_pages" / "defaults-0.1min-seed1" / "train.log"
+    before = log.stat().st_mtime_ns
+    assert _run(args, 120).returncode == 0 and log.stat().st_mtime_ns == before
