@@ -44,6 +44,12 @@ DEFAULT_SPEC = (
 # kraken's default network with the height-to-channels reshape replaced by a max pool over the 15 rows left
 COLPOOL_SPEC = DEFAULT_SPEC.replace("S1(1x0)1,3", "Mp15,1 S1(1x0)1,3")
 
+# cheaper networks for a CPU budget: 3x3 convolutions instead of kraken's 3x13/3x9 ones (which cost most of
+# its FLOPs) and a max pool over the remaining rows; 64 or 96 pixel lines
+SMALL64_SPEC = ("[1,64,0,1 Cr3,3,32 Mp2,2 Cr3,3,64 Mp2,2 Cr3,3,96 Mp2,2 Cr3,3,96 Mp8,1 S1(1x0)1,3 "
+                "Lbx200 Do0.2,2 Lbx200 Do0.2,2 Lbx200 Do0.2]")
+SMALL96_SPEC = SMALL64_SPEC.replace("[1,64,", "[1,96,").replace("Mp8,1", "Mp12,1")
+
 # dataset: (folder, split folder, format of its manifests)
 DATASETS = {
     "froc_published": ("froc_mss", "published_split", "path"),
@@ -58,6 +64,10 @@ ARMS: dict[str, list[str]] = {
     "b16": ["-B", "16", "-r", "1e-3"],
     "colpool": ["-s", COLPOOL_SPEC],
     "colpool_b16": ["-s", COLPOOL_SPEC, "-B", "16", "-r", "1e-3"],
+    "small64": ["-s", SMALL64_SPEC],
+    "small64_b4": ["-s", SMALL64_SPEC, "-B", "4", "-r", "6e-4"],
+    "small96": ["-s", SMALL96_SPEC],
+    "small64_ema": ["-s", SMALL64_SPEC, "--ema", "0.999"],
     "augment": ["--augment"],
     "freq4": ["-F", "0.25"],
 }
