@@ -273,3 +273,50 @@ def test_a_finished_run_gives_the_signals_back(synth, tmp_path):
     train(tiny_config(synth, tmp_path, epochs=1), tiny_global(), progress=False)
     # not Lightning's SIGTERM handler: workers forked later (ketos compile's pool) would ignore terminate()
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+
+
+def test_ema_run_resumes_exactly(synth, tmp_path):
+    # the average and the raw weights both continue: the resumed run validates and ends as the whole one
+    def cfg(out):
+        return tiny_config(synth, out, epochs=EPOCHS, spec="[1,16,0,1 Cr3,3,8 Mp2,2 S1(1x0)1,3 Lbx16]", ema=0.9)
+
+    whole = train(cfg(tmp_path / "whole"), tiny_global(), progress=False)
+    cut = train(cfg(tmp_path / "cut"), tiny_global(), callbacks=[SignalAt(1, 1, signal.SIGINT)], progress=False)
+    assert cut.stopped == "interrupted"
+    resumed = train(TrainConfig(resume=cut.abort_checkpoint), tiny_global(), progress=False)
+    assert _val(resumed.history) == _val(whole.history)
+    assert _same_final_weights(tmp_path / "cut", tmp_path / "whole")
+    raw = [torch.load(f"{d}/checkpoint_last.ckpt", map_location="cpu", weights_only=True)["current_model_state"]
+           for d in (tmp_path / "cut", tmp_path / "whole")]
+    assert all(torch.equal(raw[0][k], raw[1][k]) for k in raw[0])
+
+
+def test_time_budget_carries_over_a_resume(synth, tmp_path):
+    from lightning.pytorch.callbacks import Timer
+
+    seen: dict[str, float] = {}
+
+    class Spy(L.Callback):
+        def __init__(self, hook: str) -> None:
+            self.hook = hook
+
+        def _timer(self, trainer):
+            return next(c for c in trainer.callbacks if isinstance(c, Timer))
+
+        def on_train_start(self, trainer, pl_module):
+            seen.setdefault(f"{self.hook}_start", self._timer(trainer).time_elapsed("train"))
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            import time
+
+            time.sleep(0.05)  # every batch takes a while: the first part uses a measurable share of the budget
+            seen[f"{self.hook}_last"] = self._timer(trainer).time_elapsed("train")
+
+    cfg = tiny_config(synth, tmp_path, epochs=EPOCHS, max_time=60.0)
+    cut = train(cfg, tiny_global(), callbacks=[Spy("first"), SignalAt(1, 1, signal.SIGINT)], progress=False)
+    resumed = train(TrainConfig(resume=cut.abort_checkpoint), tiny_global(), callbacks=[Spy("resumed")],
+                    progress=False)
+    assert resumed.stopped == "fixed"
+    # the resumed run starts with the time the first part had used, not with a fresh budget
+    assert seen["first_last"] > 0.2
+    assert seen["resumed_start"] >= 0.9 * seen["first_last"]
