@@ -68,6 +68,8 @@ ARMS: dict[str, list[str]] = {
     "small64_b4": ["-s", SMALL64_SPEC, "-B", "4", "-r", "6e-4"],
     "small96": ["-s", SMALL96_SPEC],
     "small64_ema": ["-s", SMALL64_SPEC, "--ema", "0.999"],
+    "aux": ["--aux-ctc", "0.1"],
+    "ema": ["--ema", "0.999"],
     "augment": ["--augment"],
     "freq4": ["-F", "0.25"],
 }

@@ -154,6 +154,9 @@ class TrainConfig(DataConfig, OptimConfig):
     # decay per optimizer step of an exponential moving average of the weights that validation, checkpoints
     # and the exported model use (0: off)
     ema: float = 0.0
+    # weight of a train-only CTC loss from a head on the features entering the first recurrent layer (0: off;
+    # the exported weights do not hold the head)
+    aux_ctc: float = 0.0
 
 
 @dataclass

@@ -313,6 +313,11 @@ class RecognitionModel(tnn.Module):
             raise SpecError(f"the network does not end in a dimension-1 output layer: {self.spec}")
         return last
 
+    @property
+    def n_labels(self) -> int:
+        """Outputs of the final layer: the codec's labels and the blank."""
+        return int(self._output_layer().lin.out_features)
+
     def resize_output(self, n_out: int, del_labels: Sequence[int] | set[int] = ()) -> None:
         """Resizes the final output layer (rows ``del_labels`` removed first), keeping the other rows."""
         layer = self._output_layer()

@@ -509,3 +509,28 @@ def test_ema_out_of_range_is_a_usage_error(synth, tmp_path):
 
     with pytest.raises(UsageError, match="--ema"):
         train(tiny_config(synth, tmp_path, ema=1.0), tiny_global(), progress=False)
+
+
+def test_aux_ctc_head_trains_the_convolutions_and_stays_out_of_the_weights(synth, tmp_path):
+    from scriba.weights.checkpoint import read_checkpoint_dict
+
+    plain = train(tiny_config(synth, tmp_path / "plain", epochs=2), tiny_global(), progress=False)
+    aux = train(tiny_config(synth, tmp_path / "aux", epochs=2, aux_ctc=0.5), tiny_global(), progress=False)
+    ckpt = read_checkpoint_dict(aux.best_checkpoint)["state_dict"]
+    assert {k for k in ckpt if k.startswith("shortcut.")} == {"shortcut.head.weight", "shortcut.head.bias"}
+    # the head's loss reaches the convolutions: the same seed ends elsewhere
+    a, b = load_model(plain.weights).state_dict(), load_model(aux.weights).state_dict()
+    assert a.keys() == b.keys() and not all(torch.equal(a[k], b[k]) for k in a)
+    losses = [h["train_loss"] for h in aux.history]
+    assert losses[-1] < losses[0]
+    # the exported network is the plain one: the same shapes, no head, and it predicts
+    assert all(a[k].shape == b[k].shape for k in a)
+    from PIL import Image
+
+    assert Recognizer(load_model(aux.weights)).predict([Image.open(synth["val"][0])])[0].text is not None
+
+
+def test_aux_ctc_needs_a_recurrent_layer(synth, tmp_path):
+    with pytest.raises(ScribaError, match="--aux-ctc"):
+        train(tiny_config(synth, tmp_path, aux_ctc=0.1, spec="[1,16,0,1 Cr3,3,8 Mp2,2 S1(1x0)1,3 Cr1,1,16]"),
+              tiny_global(), progress=False)

@@ -275,10 +275,11 @@ def test_a_finished_run_gives_the_signals_back(synth, tmp_path):
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
 
 
-def test_ema_run_resumes_exactly(synth, tmp_path):
-    # the average and the raw weights both continue: the resumed run validates and ends as the whole one
+def test_ema_and_aux_ctc_run_resumes_exactly(synth, tmp_path):
+    # the average, the raw weights and the train-only head all continue: the resumed run ends as the whole one
     def cfg(out):
-        return tiny_config(synth, out, epochs=EPOCHS, spec="[1,16,0,1 Cr3,3,8 Mp2,2 S1(1x0)1,3 Lbx16]", ema=0.9)
+        return tiny_config(synth, out, epochs=EPOCHS, spec="[1,16,0,1 Cr3,3,8 Mp2,2 S1(1x0)1,3 Lbx16]", ema=0.9,
+                           aux_ctc=0.3)
 
     whole = train(cfg(tmp_path / "whole"), tiny_global(), progress=False)
     cut = train(cfg(tmp_path / "cut"), tiny_global(), callbacks=[SignalAt(1, 1, signal.SIGINT)], progress=False)

@@ -39,6 +39,8 @@ class TrainResult(outcome.RunResult):
 def _check_config(cfg: TrainConfig) -> TrainConfig:
     check_numbers(cfg)
     runtime.check_run_options(cfg)
+    if cfg.aux_ctc < 0:
+        raise UsageError(f"--aux-ctc must be a loss weight, 0 or more, got {cfg.aux_ctc}")
     if not 0.0 <= cfg.ema < 1.0:
         raise UsageError(f"--ema must be a decay in [0, 1), got {cfg.ema}")
     if cfg.resize not in RESIZE_MODES:
@@ -251,7 +253,7 @@ def _train(
     pred_tt = TextTransform(
         normalization=cfg.normalization, normalize_whitespace=cfg.normalize_whitespace, bidi_reordering=False
     )
-    module = RecognitionModule(net, cfg, info=info, pred_transform=pred_tt)
+    module = RecognitionModule(net, cfg, info=info, pred_transform=pred_tt, aux_ctc=cfg.aux_ctc)
     on_gpu = machine.uses_gpu(accelerator)
     widths = train_ds.estimated_widths()
     micro = cfg.batch_size if on_gpu else machine.micro_batch(g, cfg.batch_size, net.input[2], widths, m.features)

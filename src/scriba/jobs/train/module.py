@@ -12,6 +12,7 @@ from torch import nn
 
 from scriba.config import OptimConfig
 from scriba.errors import SpecError
+from scriba.jobs.train.shortcut import ShortcutHead
 from scriba.metrics import COUNTS, Tally
 from scriba.recognizer import Recognizer
 from scriba.trainer.callbacks import Diverged
@@ -71,6 +72,7 @@ class RecognitionModule(L.LightningModule):
         info: dict[str, Any] | None = None,
         pred_transform: Callable[[str], str] | None = None,
         max_nonfinite: int = 25,
+        aux_ctc: float = 0.0,
     ) -> None:
         super().__init__()
         self.net = net
@@ -78,6 +80,10 @@ class RecognitionModule(L.LightningModule):
         self.info = dict(info or {})
         self.pred_transform = pred_transform
         self.ctc = nn.CTCLoss(reduction="sum", zero_infinity=True)
+        self.aux_ctc = aux_ctc
+        self.shortcut: ShortcutHead | None = None
+        if aux_ctc > 0:
+            self.shortcut = ShortcutHead(net, net.n_labels)
         self.history: list[dict[str, Any]] = []
         self.max_nonfinite = max_nonfinite
         # batches split into micro-batches: Lightning divides each loss by the accumulation count, this puts the
@@ -125,8 +131,13 @@ class RecognitionModule(L.LightningModule):
             logp = logits.float().log_softmax(1).permute(2, 0, 1)
             # kraken sums over the batch; keeping that keeps learning rates and gradient clipping comparable
             loss = self.ctc(logp, batch["labels"], lens, batch["label_lens"])
+            total = loss
+            if self.shortcut is not None:
+                # the reported loss stays the network's own, comparable with runs without the head
+                aux = self.shortcut.logits().float().log_softmax(1).permute(2, 0, 1)
+                total = loss + self.aux_ctc * self.ctc(aux, batch["labels"], lens, batch["label_lens"])
         n = len(batch["seq_lens"])
-        if not torch.isfinite(loss):
+        if not torch.isfinite(total):
             self.nonfinite += 1
             self.skipped_batches += 1
             if self.nonfinite == 1 or self.nonfinite % 10 == 0:
@@ -146,11 +157,12 @@ class RecognitionModule(L.LightningModule):
         self._loss_sum += value * n
         self._loss_lines += n
         self.log("train_loss", value, on_step=True, on_epoch=True, batch_size=n)
-        return loss * self.loss_scale if self.loss_scale != 1.0 else loss
+        return total * self.loss_scale if self.loss_scale != 1.0 else total
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         # all parameters, frozen ones included: they get no gradient (and no update) until unfrozen
-        return build_optimizer(self.net.parameters(), self.optim)
+        params = [*self.net.parameters(), *(self.shortcut.parameters() if self.shortcut is not None else ())]
+        return build_optimizer(params, self.optim)
 
     # -- validation --------------------------------------------------------------------------------------------
 
