@@ -61,3 +61,23 @@ def test_quality_section_smoke_and_resume(tmp_path):
     log = keep / "froc_pages" / "defaults-0.1min-seed1" / "train.log"
     before = log.stat().st_mtime_ns
     assert _run(args, 120).returncode == 0 and log.stat().st_mtime_ns == before
+
+
+def test_lm_decoding_section_smoke(tmp_path):
+    pytest.importorskip("flashlight.lib.text.decoder", reason="flashlight-text (scriba[lm]) is not installed")
+    import json
+
+    model = SHARED_DATA / "froc_mss" / "model_froc.mlmodel"
+    if not model.is_file():
+        pytest.skip("froc_mss/model_froc.mlmodel is not in ../shared/data")
+    out = tmp_path / "lm.json"
+    args = [str(ROOT / "bench" / "lm_decoding.py"), "--model", str(model), "--root", str(SHARED_DATA / "froc_mss"),
+            "--split", "published_split", "-u", "NFD", "--processes", "1", "--limit", "12", "--weights", "0.5,1.5",
+            "--bonuses", "2.5", "--json", str(out)]
+    run = _run(args, 600)
+    assert run.returncode == 0, run.stdout + run.stderr
+    rec = json.loads(out.read_text())
+    assert rec["val"]["lines"] == 12 and rec["test"]["lines"] == 12 and rec["test"]["chars"] > 0
+    assert rec["best"]["lm_weight"] in (0.5, 1.5) and rec["best"]["token_bonus"] == 2.5
+    assert rec["decode_lines_per_s"]["1"] > 0
+    assert "test: greedy" in run.stdout
