@@ -271,9 +271,11 @@ def main(argv: list[str] | None = None) -> int:
             rec = one_arm(a, a.keep, ds, arm, inputs)
             rows.append(rec)
             print(table([rec]).splitlines()[-1], flush=True)
+    # the table holds every finished arm in --keep, this run's and earlier ones'
+    kept = [json.loads(f.read_text(encoding="utf-8")) for f in sorted(a.keep.glob("*/*/result.json"))]
     report = a.keep / "quality.md"
-    report.write_text(table(rows), encoding="utf-8")
-    print(table(rows))
+    report.write_text(table(kept), encoding="utf-8")
+    print(table(kept))
     return 1 if any(r.get("error") for r in rows) else 0
 
 
