@@ -58,9 +58,11 @@ DATASETS = {
     "openiti": ("openiti_arabic", "splits", "path"),
 }
 
-# arm: options added to ``ketos train`` (the defaults arm adds none: today's defaults)
+# arm: options added to ``ketos train`` (the defaults arm adds none: today's defaults; no_aux: the defaults
+# until 2026-12-01, before --aux-ctc 0.1 became one)
 ARMS: dict[str, list[str]] = {
     "defaults": [],
+    "no_aux": ["--aux-ctc", "0"],
     "b16": ["-B", "16", "-r", "1e-3"],
     "colpool": ["-s", COLPOOL_SPEC],
     "colpool_b16": ["-s", COLPOOL_SPEC, "-B", "16", "-r", "1e-3"],

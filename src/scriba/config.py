@@ -69,6 +69,11 @@ class GlobalConfig:
     weight_gradient_layout: str = "auto"
 
 
+# options that came after checkpoints already existed, with the value that continues such a checkpoint's run
+# as it was started (a resumed run takes its options from the checkpoint)
+ADDED_OPTIONS: dict[str, Any] = {"aux_ctc": 0.0, "ema": 0.0, "max_time": 0.0}
+
+
 @dataclass
 class TextConfig:
     """How transcriptions are read: Unicode normalization, whitespace, bidi reordering, base direction."""
@@ -155,8 +160,9 @@ class TrainConfig(DataConfig, OptimConfig):
     # and the exported model use (0: off)
     ema: float = 0.0
     # weight of a train-only CTC loss from a head on the features entering the first recurrent layer (0: off;
-    # the exported weights do not hold the head)
-    aux_ctc: float = 0.0
+    # the exported weights do not hold the head). It shortens CTC's all-blank plateau: after 12 minutes on 2
+    # cores, test CER 88.6 -> 38.7 % on froc_mss pages and 16.8 -> 10.3 % on openiti_arabic (bench/RESULTS.md)
+    aux_ctc: float = 0.1
 
 
 @dataclass

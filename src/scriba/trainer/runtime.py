@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from scriba import machine
-from scriba.config import QUIT_MODES, WEIGHTS_FORMATS, GlobalConfig, build
+from scriba.config import ADDED_OPTIONS, QUIT_MODES, WEIGHTS_FORMATS, GlobalConfig, build
 from scriba.errors import ScribaError, UsageError
 
 logger = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ def restore_configs(cfg: C, g: GlobalConfig, *, key: str, task: str) -> tuple[C,
     entry = ckpt.get("scriba") or {}
     if key not in entry:
         raise ScribaError(f"not a scriba {task} checkpoint (no {task} configuration inside)", path=resume)
-    stored = dict(entry[key])
+    stored = {**ADDED_OPTIONS, **entry[key]}
     stored.update(resume=resume, load=None)
     gd = dict(entry.get("global_config") or {})
     gd.update(device=g.device, num_workers=g.num_workers, num_threads=g.num_threads, verbose=g.verbose,

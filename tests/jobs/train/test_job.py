@@ -514,7 +514,7 @@ def test_ema_out_of_range_is_a_usage_error(synth, tmp_path):
 def test_aux_ctc_head_trains_the_convolutions_and_stays_out_of_the_weights(synth, tmp_path):
     from scriba.weights.checkpoint import read_checkpoint_dict
 
-    plain = train(tiny_config(synth, tmp_path / "plain", epochs=2), tiny_global(), progress=False)
+    plain = train(tiny_config(synth, tmp_path / "plain", epochs=2, aux_ctc=0.0), tiny_global(), progress=False)
     aux = train(tiny_config(synth, tmp_path / "aux", epochs=2, aux_ctc=0.5), tiny_global(), progress=False)
     ckpt = read_checkpoint_dict(aux.best_checkpoint)["state_dict"]
     assert {k for k in ckpt if k.startswith("shortcut.")} == {"shortcut.head.weight", "shortcut.head.bias"}
@@ -530,7 +530,12 @@ def test_aux_ctc_head_trains_the_convolutions_and_stays_out_of_the_weights(synth
     assert Recognizer(load_model(aux.weights)).predict([Image.open(synth["val"][0])])[0].text is not None
 
 
-def test_aux_ctc_needs_a_recurrent_layer(synth, tmp_path):
-    with pytest.raises(ScribaError, match="--aux-ctc"):
-        train(tiny_config(synth, tmp_path, aux_ctc=0.1, spec="[1,16,0,1 Cr3,3,8 Mp2,2 S1(1x0)1,3 Cr1,1,16]"),
-              tiny_global(), progress=False)
+def test_aux_ctc_is_on_by_default_and_left_out_for_a_network_without_a_recurrent_layer(synth, tmp_path, caplog):
+    from scriba.config import TrainConfig
+    from scriba.weights.checkpoint import read_checkpoint_dict
+
+    assert TrainConfig().aux_ctc > 0
+    cfg = tiny_config(synth, tmp_path, epochs=1, spec="[1,16,0,1 Cr3,3,8 Mp2,2 S1(1x0)1,3 Cr1,1,16]")
+    r = train(cfg, tiny_global(), progress=False)
+    assert "training without the auxiliary CTC head" in caplog.text
+    assert not any(k.startswith("shortcut.") for k in read_checkpoint_dict(r.best_checkpoint)["state_dict"])

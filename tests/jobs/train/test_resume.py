@@ -321,3 +321,15 @@ def test_time_budget_carries_over_a_resume(synth, tmp_path):
     # the resumed run starts with the time the first part had used, not with a fresh budget
     assert seen["first_last"] > 0.2
     assert seen["resumed_start"] >= 0.9 * seen["first_last"]
+
+
+def test_checkpoint_from_before_an_option_resumes_with_its_old_value(synth, tmp_path):
+    # a checkpoint written before --aux-ctc existed holds no head: it continues without one
+    r = train(tiny_config(synth, tmp_path, epochs=2, aux_ctc=0.0), tiny_global(),
+              callbacks=[SignalAt(1, 1, signal.SIGINT)], progress=False)
+    ck = torch.load(r.abort_checkpoint, map_location="cpu", weights_only=False)
+    for name in ("aux_ctc", "ema", "max_time"):
+        del ck["scriba"]["train_config"][name]
+    torch.save(ck, r.abort_checkpoint)
+    resumed = train(TrainConfig(resume=r.abort_checkpoint), tiny_global(), progress=False)
+    assert resumed.stopped == "fixed" and resumed.epochs == 2

@@ -83,7 +83,7 @@ class RecognitionModule(L.LightningModule):
         self.aux_ctc = aux_ctc
         self.shortcut: ShortcutHead | None = None
         if aux_ctc > 0:
-            self.shortcut = ShortcutHead(net, net.n_labels)
+            self.shortcut = ShortcutHead.for_network(net, net.n_labels)
         self.history: list[dict[str, Any]] = []
         self.max_nonfinite = max_nonfinite
         # batches split into micro-batches: Lightning divides each loss by the accumulation count, this puts the

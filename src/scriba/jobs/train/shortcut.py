@@ -8,12 +8,16 @@ continues it), the exported weights do not, so kraken loads them unchanged.
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import nn
 
 from scriba.errors import UsageError
 from scriba.vgsl.model import RecognitionModel
 from scriba.vgsl.rnn import TransposedSummarizingRNN
+
+logger = logging.getLogger(__name__)
 
 
 class ShortcutHead(nn.Module):
@@ -29,6 +33,15 @@ class ShortcutHead(nn.Module):
         # a plain attribute, not a submodule: the hook belongs to the network, which must not hold the head
         self._hook = rnn.register_forward_pre_hook(self._capture)
 
+    @classmethod
+    def for_network(cls, net: RecognitionModel, n_labels: int) -> ShortcutHead | None:
+        """The head, or None (with a warning) for a network it cannot serve: trained then without it."""
+        try:
+            return cls(net, n_labels)
+        except UsageError as exc:
+            logger.warning("%s: training without the auxiliary CTC head", exc)
+            return None
+
     def _capture(self, module: nn.Module, args: tuple) -> None:
         self._features = args[0] if torch.is_grad_enabled() else None
 
@@ -43,4 +56,5 @@ class ShortcutHead(nn.Module):
                 f"--aux-ctc needs features of height 1 before the first recurrent layer, not {x.shape[2]} "
                 f"(fold the height into channels, e.g. S1(1x0)1,3, or pool it)"
             )
-        return self.head(x.squeeze(2))
+        # in fp32, as the main CTC: under bf16/fp16 autocast the features arrive in half precision
+        return self.head(x.squeeze(2).float())
