@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=None, help="first N lines of each split only")
     p.add_argument("--json", type=Path, default=None)
     a = p.parse_args(argv)
+    weights, bonuses = [float(x) for x in a.weights.split(",")], [float(x) for x in a.bonuses.split(",")]
 
     import numpy as np
     import torch
@@ -116,8 +117,7 @@ def main(argv: list[str] | None = None) -> int:
 
         base = BeamSettings(lm, labels, beam_size=a.beam_size)
         grid = tune_lm([lp for lp, _ in val], [r for _, r in val], codec, base,
-                       weights=[float(x) for x in a.weights.split(",")],
-                       bonuses=[float(x) for x in a.bonuses.split(",")], processes=a.processes, normalize=normalize)
+                       weights=weights, bonuses=bonuses, processes=a.processes, normalize=normalize)
         best = grid[0]
         settings = BeamSettings(lm, labels, lm_weight=best.lm_weight, token_bonus=best.token_bonus,
                                 beam_size=a.beam_size)
@@ -134,8 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     rec = {
         "model": a.model, "split": str(a.root / a.split), "lm_build_s": round(build_s, 1),
         "best": {"lm_weight": best.lm_weight, "token_bonus": best.token_bonus},
-        "edge": best.lm_weight == max(float(x) for x in a.weights.split(","))
-        or best.token_bonus == max(float(x) for x in a.bonuses.split(",")),
+        "edge": best.lm_weight == max(weights) or best.token_bonus == max(bonuses),
         "val": {"lines": len(val), "chars": g_val.chars, "greedy_errors": g_val.errors, "lm_errors": best.errors},
         "test": {"lines": len(test), "chars": g_test.chars, "greedy_errors": g_test.errors,
                  "lm_errors": with_lm.errors},

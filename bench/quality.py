@@ -31,16 +31,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from flops import DEFAULT_SPEC  # the standard-library part of bench/flops.py (this script's folder)
+
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 DATA = Path(os.environ.get("SCRIBA_SHARED_DATA", ROOT.parent / "shared" / "data")).resolve()
 KRAKEN = BENCH / ".venv-kraken" / "bin" / "ketos"
 BUDGETS = {"screen": 12.0, "confirm": 60.0}
 TINY_SPEC = "[1,24,0,1 Cr3,3,8 Mp2,2 S1(1x0)1,3 Lbx16]"
-DEFAULT_SPEC = (
-    "[1,120,0,1 Cr3,13,32 Do0.1,2 Mp2,2 Cr3,13,32 Do0.1,2 Mp2,2 Cr3,9,64 Do0.1,2 Mp2,2 Cr3,9,64 Do0.1,2 "
-    "S1(1x0)1,3 Lbx200 Do0.1,2 Lbx200 Do0.1,2 Lbx200 Do]"
-)
 # kraken's default network with the height-to-channels reshape replaced by a max pool over the 15 rows left
 COLPOOL_SPEC = DEFAULT_SPEC.replace("S1(1x0)1,3", "Mp15,1 S1(1x0)1,3")
 
@@ -81,7 +79,7 @@ def ketos() -> list[str]:
     return [os.environ["SCRIBA_KETOS"]] if os.environ.get("SCRIBA_KETOS") else [sys.executable, "-m", "scriba.cli.main"]
 
 
-def env(threads: int) -> dict[str, str]:
+def env() -> dict[str, str]:
     e = dict(os.environ, PYTHONWARNINGS="ignore", TERM="dumb", COLUMNS="120", PYTHONUNBUFFERED="1",
              CUDA_VISIBLE_DEVICES="")
     e["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")
@@ -101,13 +99,13 @@ def absolute_manifest(keep: Path, ds: str, split: str, limit: int | None) -> Pat
     return path
 
 
-def run(cmd: list[str], log: Path, threads: int, timeout: float) -> tuple[int, float, str]:
+def run(cmd: list[str], log: Path, timeout: float) -> tuple[int, float, str]:
     t0 = time.perf_counter()
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w", encoding="utf-8") as fh:
         fh.write(" ".join(cmd) + "\n")
         fh.flush()
-        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, text=True, env=env(threads), timeout=timeout)
+        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, text=True, env=env(), timeout=timeout)
     return proc.returncode, time.perf_counter() - t0, log.read_text(encoding="utf-8", errors="replace")
 
 
@@ -126,7 +124,7 @@ def data_inputs(a: argparse.Namespace, keep: Path, ds: str) -> dict[str, tuple[s
         if not arrow.exists():
             cmd = [*ketos(), "--workers", str(a.threads), "compile", "-f", "xml", "-o", str(arrow),
                    *lst.read_text(encoding="utf-8").split()]
-            rc, _, text = run(cmd, lst.with_suffix(".compile.log"), a.threads, 3600)
+            rc, _, text = run(cmd, lst.with_suffix(".compile.log"), 3600)
             if rc != 0:
                 raise SystemExit(f"compiling {ds} {split} failed:\n{text[-2000:]}")
         listed = arrow.with_suffix(".arrow.lst")
@@ -163,7 +161,7 @@ def one_arm(a: argparse.Namespace, keep: Path, ds: str, arm: str, inputs: dict[s
         extra = [*extra, "-s", TINY_SPEC, "--lag", "100000"]
     cmd = [*ketos(), *glob, "train", "-f", fmt, "-t", str(train), "-e", str(val), "-o", str(folder / "model"),
            "-u", "NFD", "--max-time", f"{budget:g}", *extra]
-    rc, wall, text = run(cmd, folder / "train.log", a.threads, budget * 60 * 1.5 + 600)
+    rc, wall, text = run(cmd, folder / "train.log", budget * 60 * 1.5 + 600)
     rec: dict[str, Any] = {"dataset": ds, "arm": arm, "budget_min": budget, "seed": a.seed, "threads": a.threads,
                            "train_command": " ".join(["ketos", *cmd[len(ketos()):]]), "train_wall_s": round(wall, 1),
                            "options": ARMS[arm]}
@@ -181,7 +179,7 @@ def one_arm(a: argparse.Namespace, keep: Path, ds: str, arm: str, inputs: dict[s
     greedy = folder / "test.json"
     cmd = [*ketos(), *glob, "test", "-m", rec["weights"], "-f", tfmt, "-e", str(test), "-u", "NFD", "-B", "16",
            "--output-json", str(greedy)]
-    rc, _, text = run(cmd, folder / "test.log", a.threads, 3600)
+    rc, _, text = run(cmd, folder / "test.log", 3600)
     if rc != 0:
         rec["error"] = text[-1500:]
         return rec
@@ -191,7 +189,7 @@ def one_arm(a: argparse.Namespace, keep: Path, ds: str, arm: str, inputs: dict[s
     if a.kraken and KRAKEN.exists():
         kcmd = [str(KRAKEN), "-d", "cpu", "test", "-m", rec["weights"], "-f", tfmt, "-u", "NFD", "-B", "1",
                 *test.read_text(encoding="utf-8").split()]
-        rc, _, text = run(kcmd, folder / "kraken_test.log", a.threads, 3600)
+        rc, _, text = run(kcmd, folder / "kraken_test.log", 3600)
         m = KRAKEN_REPORT.findall(text)
         if rc == 0 and m:
             chars, errors = map(int, m[-1])
@@ -205,13 +203,13 @@ def with_lm(a: argparse.Namespace, folder: Path, glob: list[str], weights: str, 
     tfmt, test = inputs["test"]
     lm = folder / "chars.arpa"
     cmd = [*ketos(), *glob, "lm", "build", "-m", weights, "-f", fmt, "-t", str(train), "-u", "NFD", "-o", str(lm)]
-    rc, _, text = run(cmd, folder / "lm_build.log", a.threads, 3600)
+    rc, _, text = run(cmd, folder / "lm_build.log", 3600)
     if rc != 0:
         return {"error": text[-1500:]}
     out = folder / "test_lm.json"
     cmd = [*ketos(), *glob, "test", "-m", weights, "-f", tfmt, "-e", str(test), "-u", "NFD", "-B", "16",
            "--lm", str(lm), "--output-json", str(out)]
-    rc, _, text = run(cmd, folder / "test_lm.log", a.threads, 3600)
+    rc, _, text = run(cmd, folder / "test_lm.log", 3600)
     return test_json(out) if rc == 0 else {"error": text[-1500:]}
 
 

@@ -390,8 +390,8 @@ def stop_reason(cfg: Any, trainer: Any, early: Any) -> str:
         return "early"
     if cfg.quit == "aneal" and trainer.should_stop:
         return "aneal"
-    timers = [cb for cb in trainer.callbacks if isinstance(cb, Timer)]
-    if timers and (timers[0].time_remaining() or 0.0) <= 0:
+    remaining = next((cb.time_remaining() for cb in trainer.callbacks if isinstance(cb, Timer)), None)
+    if remaining is not None and remaining <= 0:
         return "time"
     return cfg.quit if cfg.quit == "fixed" else "finished"
 

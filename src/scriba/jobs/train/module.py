@@ -161,8 +161,7 @@ class RecognitionModule(L.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         # all parameters, frozen ones included: they get no gradient (and no update) until unfrozen
-        params = [*self.net.parameters(), *(self.shortcut.parameters() if self.shortcut is not None else ())]
-        return build_optimizer(params, self.optim)
+        return build_optimizer(self.parameters(), self.optim)  # the network's, then the head's (if any)
 
     # -- validation --------------------------------------------------------------------------------------------
 

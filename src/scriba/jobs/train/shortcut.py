@@ -30,7 +30,7 @@ class ShortcutHead(nn.Module):
             raise UsageError("--aux-ctc needs a network with a recurrent layer along the line (e.g. Lbx200)")
         self.head = nn.Conv1d(rnn.input_size, n_labels, kernel_size=3, padding=1)
         self._features: torch.Tensor | None = None
-        # a plain attribute, not a submodule: the hook belongs to the network, which must not hold the head
+        # the network calls the hook, but holds no parameters of the head: its state dict stays kraken's
         self._hook = rnn.register_forward_pre_hook(self._capture)
 
     @classmethod
