@@ -75,3 +75,19 @@ def test_worker_processes_decode_as_this_process_does(lm_path):
     settings = BeamSettings(lm_path, CODEC.max_label, lm_weight=0.8, token_bonus=0.5)
     with ParallelBeamDecoder(settings, processes=1) as local, ParallelBeamDecoder(settings, processes=2) as pool:
         assert pool.decode_all(lines) == local.decode_all(lines)
+
+
+def test_the_bonus_is_a_blank_penalty_and_confidences_stay_posteriors(lm_path):
+    # the bonus shifts every non-blank frame's score; the reported confidences are the unshifted posteriors
+    rng = np.random.default_rng(5)
+    lines = [_posteriors(rng, 25, sharp=1.0) for _ in range(6)]
+    with_bonus = BeamDecoder(BeamSettings(lm_path, CODEC.max_label, lm_weight=1.0, token_bonus=1.5))
+    plain = BeamDecoder(BeamSettings(lm_path, CODEC.max_label, lm_weight=1.0))
+    for lp in lines:
+        shifted = lp.copy()
+        shifted[:, 1:] += 1.5
+        spans = with_bonus.decode(lp)
+        assert [s[:3] for s in spans] == [s[:3] for s in plain.decode(shifted)]
+        for label, start, end, conf in spans:
+            assert conf == pytest.approx(float(np.exp(lp[start:end + 1, label].max())), rel=1e-6)
+            assert conf <= 1.0

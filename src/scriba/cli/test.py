@@ -23,7 +23,8 @@ from scriba.cli import options as O
 @click.option("--lm-weight", type=O.FiniteFloatRange(0), default=C.default(C.TestConfig, "lm_weight"),
               help="Weight of the language model's log10 score against the network's.")
 @click.option("--lm-bonus", type=O.FiniteFloatRange(), default=C.default(C.TestConfig, "lm_bonus"),
-              help="Score added per decoded label (offsets the language model's preference for short lines).")
+              help="Added to every non-blank label's log-posterior in each frame (offsets the language model's "
+                   "preference for short lines).")
 @click.option("--beam-size", type=click.IntRange(1), default=C.default(C.TestConfig, "beam_size"),
               help="Hypotheses kept per frame in the beam search.")
 @O.ground_truth_argument("test_set")
