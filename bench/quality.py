@@ -154,6 +154,36 @@ def one_arm(a: argparse.Namespace, keep: Path, ds: str, arm: str, inputs: dict[s
         return json.loads(done.read_text(encoding="utf-8"))
     folder.mkdir(parents=True, exist_ok=True)
     glob = ["--device", "cpu", "--workers", "0", "--threads", str(a.threads), "-s", str(a.seed)]
+    # each stage leaves its result beside the model, so an interrupted arm resumes at the stage it was in
+    trained = folder / "train.json"
+    if trained.exists() and not a.force:
+        rec = json.loads(trained.read_text(encoding="utf-8"))
+    else:
+        rec = train_arm(a, folder, ds, arm, glob, inputs)
+        if rec.get("error"):
+            return rec
+        trained.write_text(json.dumps(rec, indent=1) + "\n", encoding="utf-8")
+    tfmt, test = inputs["test"]
+    greedy = folder / "test.json"
+    if a.force or not greedy.exists():
+        cmd = [*ketos(), *glob, "test", "-m", rec["weights"], "-f", tfmt, "-e", str(test), "-u", "NFD", "-B", "16",
+               "--output-json", str(greedy)]
+        rc, _, text = run(cmd, folder / "test.log", 3600)
+        if rc != 0:
+            rec["error"] = text[-1500:]
+            return rec
+    rec["greedy"] = test_json(greedy)
+    if a.lm:
+        rec["lm"] = with_lm(a, folder, glob, rec["weights"], inputs)
+    if a.kraken and KRAKEN.exists():
+        rec["kraken"] = kraken_test(a, folder, rec["weights"], tfmt, test)
+    done.write_text(json.dumps(rec, indent=1) + "\n", encoding="utf-8")
+    return rec
+
+
+def train_arm(a: argparse.Namespace, folder: Path, ds: str, arm: str, glob: list[str],
+              inputs: dict[str, tuple[str, Path]]) -> dict[str, Any]:
+    budget = a.budget or BUDGETS[a.mode]
     fmt, train = inputs["train"]
     _, val = inputs["val"]
     extra = list(ARMS[arm])
@@ -165,48 +195,50 @@ def one_arm(a: argparse.Namespace, keep: Path, ds: str, arm: str, inputs: dict[s
     rec: dict[str, Any] = {"dataset": ds, "arm": arm, "budget_min": budget, "seed": a.seed, "threads": a.threads,
                            "train_command": " ".join(["ketos", *cmd[len(ketos()):]]), "train_wall_s": round(wall, 1),
                            "options": ARMS[arm]}
+    rec.update(parse_train_log(text))
+    if rc != 0 or "weights" not in rec:
+        rec["error"] = text[-1500:]
+    return rec
+
+
+def parse_train_log(text: str) -> dict[str, Any]:
     weights = re.findall(r"^best model: (.+)$", text, re.M)
     epochs = EPOCH.findall(text)
     rates = [float(r) for r in RATE.findall(text)]
-    rec.update(epochs=len(epochs), best_val_accuracy=max((float(v) for _, v in epochs), default=None),
-               train_lines_per_s=rates[-1] if rates else None, stopped=(re.findall(r"^stopped: (.+)$", text, re.M)
-                                                                        or [None])[-1])
-    if rc != 0 or not weights:
-        rec["error"] = text[-1500:]
-        return rec
-    rec["weights"] = weights[-1].strip()
-    tfmt, test = inputs["test"]
-    greedy = folder / "test.json"
-    cmd = [*ketos(), *glob, "test", "-m", rec["weights"], "-f", tfmt, "-e", str(test), "-u", "NFD", "-B", "16",
-           "--output-json", str(greedy)]
-    rc, _, text = run(cmd, folder / "test.log", 3600)
-    if rc != 0:
-        rec["error"] = text[-1500:]
-        return rec
-    rec["greedy"] = test_json(greedy)
-    if a.lm:
-        rec["lm"] = with_lm(a, folder, glob, rec["weights"], inputs)
-    if a.kraken and KRAKEN.exists():
-        kcmd = [str(KRAKEN), "-d", "cpu", "test", "-m", rec["weights"], "-f", tfmt, "-u", "NFD", "-B", "1",
-                *test.read_text(encoding="utf-8").split()]
-        rc, _, text = run(kcmd, folder / "kraken_test.log", 3600)
-        m = KRAKEN_REPORT.findall(text)
-        if rc == 0 and m:
-            chars, errors = map(int, m[-1])
-            rec["kraken"] = {"chars": chars, "errors": errors, "cer": errors / chars}
-    done.write_text(json.dumps(rec, indent=1) + "\n", encoding="utf-8")
+    rec: dict[str, Any] = {
+        "epochs": len(epochs), "best_val_accuracy": max((float(v) for _, v in epochs), default=None),
+        "train_lines_per_s": rates[-1] if rates else None,
+        "stopped": (re.findall(r"^stopped: (.+)$", text, re.M) or [None])[-1]}
+    if weights:
+        rec["weights"] = weights[-1].strip()
     return rec
+
+
+def kraken_test(a: argparse.Namespace, folder: Path, weights: str, tfmt: str, test: Path) -> dict[str, Any]:
+    log = folder / "kraken_test.log"
+    m = KRAKEN_REPORT.findall(log.read_text(encoding="utf-8", errors="replace")) if log.exists() else []
+    if a.force or not m:
+        kcmd = [str(KRAKEN), "-d", "cpu", "test", "-m", weights, "-f", tfmt, "-u", "NFD", "-B", "1",
+                *test.read_text(encoding="utf-8").split()]
+        rc, _, text = run(kcmd, log, 3600)
+        m = KRAKEN_REPORT.findall(text) if rc == 0 else []
+    if not m:
+        return {"error": f"kraken's ketos test gave no report: see {log}"}
+    chars, errors = map(int, m[-1])
+    return {"chars": chars, "errors": errors, "cer": errors / chars}
 
 
 def with_lm(a: argparse.Namespace, folder: Path, glob: list[str], weights: str, inputs: dict) -> dict:
     fmt, train = inputs["train"]
     tfmt, test = inputs["test"]
     lm = folder / "chars.arpa"
+    out = folder / "test_lm.json"
+    if out.exists() and not a.force:
+        return test_json(out)
     cmd = [*ketos(), *glob, "lm", "build", "-m", weights, "-f", fmt, "-t", str(train), "-u", "NFD", "-o", str(lm)]
     rc, _, text = run(cmd, folder / "lm_build.log", 3600)
     if rc != 0:
         return {"error": text[-1500:]}
-    out = folder / "test_lm.json"
     cmd = [*ketos(), *glob, "test", "-m", weights, "-f", tfmt, "-e", str(test), "-u", "NFD", "-B", "16",
            "--lm", str(lm), "--output-json", str(out)]
     rc, _, text = run(cmd, folder / "test_lm.log", 3600)

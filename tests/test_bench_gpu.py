@@ -61,6 +61,12 @@ def test_quality_section_smoke_and_resume(tmp_path):
     log = keep / "froc_pages" / "defaults-0.1min-seed1" / "train.log"
     before = log.stat().st_mtime_ns
     assert _run(args, 120).returncode == 0 and log.stat().st_mtime_ns == before
+    # an arm interrupted after its training resumes at the test: the model is not trained again
+    result.unlink()
+    (keep / "froc_pages" / "defaults-0.1min-seed1" / "test.json").unlink()
+    assert _run(args, 120).returncode == 0 and log.stat().st_mtime_ns == before
+    again = json.loads(result.read_text())
+    assert again["greedy"] == {**rec["greedy"], "lines_per_s": again["greedy"]["lines_per_s"]}
 
 
 def test_lm_decoding_section_smoke(tmp_path):
