@@ -72,7 +72,15 @@ ARMS: dict[str, list[str]] = {
     "ema": ["--ema", "0.999"],
     "augment": ["--augment"],
     "freq4": ["-F", "0.25"],
+    "scratch300": [],
+    "pretrained300": ["--resize", "new"],
 }
+# arms that learn from the first 300 transcribed training lines only (the guide's case for pretraining:
+# little labelled data); "pretrained300" first runs ``ketos pretrain`` on every training line, transcriptions
+# unused, for the same budget as its fine-tuning, with these options (pretraining's own defaults, lr 1e-6
+# after a 32000-line warm-up, are meant for days, not minutes), then fine-tunes with ``--load``
+LABELLED_LINES = {"scratch300": 300, "pretrained300": 300}
+PRETRAIN = {"pretrained300": ["-r", "1e-4", "--warmup", "500", "--schedule", "constant"]}
 
 
 def ketos() -> list[str]:
@@ -189,15 +197,50 @@ def train_arm(a: argparse.Namespace, folder: Path, ds: str, arm: str, glob: list
     extra = list(ARMS[arm])
     if a.smoke:  # the tiny network on 16 lines validates often: only the budget may end it
         extra = [*extra, "-s", TINY_SPEC, "--lag", "100000"]
+    rec: dict[str, Any] = {"dataset": ds, "arm": arm, "budget_min": budget, "seed": a.seed, "threads": a.threads,
+                           "options": ARMS[arm]}
+    if arm in PRETRAIN:
+        pre = pretrain_stage(a, folder, glob, inputs, budget, PRETRAIN[arm])
+        rec["pretrain"] = pre
+        if "weights" not in pre:
+            rec["error"] = pre.get("error", "pretraining left no weights")
+            return rec
+        extra = ["-i", pre["weights"], *extra]
+    if arm in LABELLED_LINES:
+        if fmt != "path":
+            rec["error"] = f"{arm} takes the first {LABELLED_LINES[arm]} lines of a line-image dataset, not {ds}"
+            return rec
+        lines = train.read_text(encoding="utf-8").split()[: LABELLED_LINES[arm]]
+        train = folder / "train_subset.lst"
+        train.write_text("".join(f"{n}\n" for n in lines), encoding="utf-8")
     cmd = [*ketos(), *glob, "train", "-f", fmt, "-t", str(train), "-e", str(val), "-o", str(folder / "model"),
            "-u", "NFD", "--max-time", f"{budget:g}", *extra]
     rc, wall, text = run(cmd, folder / "train.log", budget * 60 * 1.5 + 600)
-    rec: dict[str, Any] = {"dataset": ds, "arm": arm, "budget_min": budget, "seed": a.seed, "threads": a.threads,
-                           "train_command": " ".join(["ketos", *cmd[len(ketos()):]]), "train_wall_s": round(wall, 1),
-                           "options": ARMS[arm]}
+    rec.update(train_command=" ".join(["ketos", *cmd[len(ketos()):]]), train_wall_s=round(wall, 1))
     rec.update(parse_train_log(text))
     if rc != 0 or "weights" not in rec:
         rec["error"] = text[-1500:]
+    return rec
+
+
+def pretrain_stage(a: argparse.Namespace, folder: Path, glob: list[str], inputs: dict[str, tuple[str, Path]],
+                   budget: float, options: list[str]) -> dict[str, Any]:
+    done = folder / "pretrain.json"
+    if done.exists() and not a.force:
+        return dict(json.loads(done.read_text(encoding="utf-8")))
+    fmt, train = inputs["train"]
+    _, val = inputs["val"]
+    extra = ["-s", TINY_SPEC] if a.smoke else []
+    cmd = [*ketos(), *glob, "pretrain", "-f", fmt, "-t", str(train), "-e", str(val), "-o", str(folder / "pretrain"),
+           "--max-time", f"{budget:g}", *options, *extra]
+    rc, wall, text = run(cmd, folder / "pretrain.log", budget * 60 * 1.5 + 600)
+    rec: dict[str, Any] = {"command": " ".join(["ketos", *cmd[len(ketos()):]]), "wall_s": round(wall, 1)}
+    weights = re.findall(r"^best model: (.+)$", text, re.M)
+    if rc != 0 or not weights:
+        rec["error"] = text[-1500:]
+    else:
+        rec["weights"] = weights[-1].strip()
+        done.write_text(json.dumps(rec, indent=1) + "\n", encoding="utf-8")
     return rec
 
 

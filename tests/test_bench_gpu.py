@@ -69,6 +69,26 @@ def test_quality_section_smoke_and_resume(tmp_path):
     assert again["greedy"] == {**rec["greedy"], "lines_per_s": again["greedy"]["lines_per_s"]}
 
 
+def test_quality_pretrained_arm_pretrains_then_fine_tunes_on_a_labelled_subset(tmp_path):
+    import json
+
+    keep = tmp_path / "q"
+    args = [str(ROOT / "bench" / "quality.py"), "--smoke", "--datasets", "froc_pages", "--arms", "pretrained300",
+            "--keep", str(keep), "--threads", "1"]
+    run = _run(args, 300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    folder = keep / "froc_pages" / "pretrained300-0.1min-seed1"
+    rec = json.loads((folder / "result.json").read_text())
+    weights = rec["pretrain"]["weights"]
+    assert Path(weights).is_file() and " pretrain " in rec["pretrain"]["command"]
+    assert f"-i {weights} --resize new" in rec["train_command"]
+    assert str(folder / "train_subset.lst") in rec["train_command"]
+    # smoke mode's 16 training lines are fewer than 300: the subset is all of them, in order
+    full = (keep / "manifests" / "froc_pages-train-16.lst").read_text().split()
+    assert (folder / "train_subset.lst").read_text().split() == full and len(full) == 16
+    assert rec["greedy"]["chars"] > 0
+
+
 def test_lm_decoding_section_smoke(tmp_path):
     pytest.importorskip("flashlight.lib.text.decoder", reason="flashlight-text (scriba[lm]) is not installed")
     import json
