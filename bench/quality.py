@@ -46,6 +46,9 @@ COLPOOL_SPEC = DEFAULT_SPEC.replace("S1(1x0)1,3", "Mp15,1 S1(1x0)1,3")
 # its FLOPs) and a max pool over the remaining rows; 64 or 96 pixel lines
 SMALL64_SPEC = ("[1,64,0,1 Cr3,3,32 Mp2,2 Cr3,3,64 Mp2,2 Cr3,3,96 Mp2,2 Cr3,3,96 Mp8,1 S1(1x0)1,3 "
                 "Lbx200 Do0.2,2 Lbx200 Do0.2,2 Lbx200 Do0.2]")
+# the network of froc_mss's published kraken model (7.83 % test CER after a long training): 48-pixel lines, two
+# 3x3 convolutions, one BiLSTM of 100; a tenth of the default network's FLOPs per line
+PUB48_SPEC = "[1,48,0,1 Cr3,3,32 Do0.1,2 Mp2,2 Cr3,3,64 Do0.1,2 Mp2,2 S1(1x0)1,3 Lbx100 Do]"
 SMALL96_SPEC = SMALL64_SPEC.replace("[1,64,", "[1,96,").replace("Mp8,1", "Mp12,1")
 
 # dataset: (folder, split folder, format of its manifests)
@@ -69,6 +72,7 @@ ARMS: dict[str, list[str]] = {
     "small64_no_aux": ["-s", SMALL64_SPEC, "--aux-ctc", "0"],
     "small64_b4": ["-s", SMALL64_SPEC, "-B", "4", "-r", "6e-4"],
     "small96": ["-s", SMALL96_SPEC],
+    "pub48": ["-s", PUB48_SPEC],
     "small64_ema": ["-s", SMALL64_SPEC, "--ema", "0.999"],
     "aux": ["--aux-ctc", "0.1"],
     "ema": ["--ema", "0.999"],
