@@ -4,7 +4,7 @@ Multiply-adds count 2 FLOPs in convolutions, LSTMs/GRUs and linear layers, which
 normalisation, dropout, activations and the CTC loss are ignored (a few % at most). A training step is
 counted as 3x the forward pass (backward = 2x forward: gradients w.r.t. activations and weights). The count
 comes from ``RecognitionModel.flops`` (the built layers' shapes), so this needs scriba's venv; the harness
-itself imports only the standard-library parts (``DEFAULT_SPEC``, ``image_size``).
+itself imports only the standard-library parts (``KRAKEN_SPEC``, ``image_size``).
 
     .venv/bin/python bench/flops.py "[1,120,0,1 Cr3,13,32 ...]" --width 1200 --classes 100
     .venv/bin/python bench/flops.py SPEC --manifest lines.lst   # JSON: one epoch's training FLOPs
@@ -16,7 +16,7 @@ import json
 import struct
 from pathlib import Path
 
-DEFAULT_SPEC = ("[1,120,0,1 Cr3,13,32 Do0.1,2 Mp2,2 Cr3,13,32 Do0.1,2 Mp2,2 Cr3,9,64 Do0.1,2 Mp2,2 "
+KRAKEN_SPEC = ("[1,120,0,1 Cr3,13,32 Do0.1,2 Mp2,2 Cr3,13,32 Do0.1,2 Mp2,2 Cr3,9,64 Do0.1,2 Mp2,2 "
                 "Cr3,9,64 Do0.1,2 S1(1x0)1,3 Lbx200 Do0.1,2 Lbx200 Do0.1,2 Lbx200 Do]")
 
 
@@ -108,7 +108,7 @@ def manifest_train_flops(spec: str, manifest: Path) -> tuple[float, int]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("spec", nargs="?", default=DEFAULT_SPEC)
+    ap.add_argument("spec", nargs="?", default=KRAKEN_SPEC)
     ap.add_argument("--width", type=int, default=1000, help="input width after scaling and padding")
     ap.add_argument("--classes", type=int, default=100, help="output classes incl. blank if no O layer")
     ap.add_argument("--manifest", type=Path, default=None,

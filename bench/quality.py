@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from flops import DEFAULT_SPEC  # the standard-library part of bench/flops.py (this script's folder)
+from flops import KRAKEN_SPEC  # the standard-library part of bench/flops.py (this script's folder)
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -40,7 +40,7 @@ KRAKEN = BENCH / ".venv-kraken" / "bin" / "ketos"
 BUDGETS = {"screen": 12.0, "confirm": 60.0}
 TINY_SPEC = "[1,24,0,1 Cr3,3,8 Mp2,2 S1(1x0)1,3 Lbx16]"
 # kraken's default network with the height-to-channels reshape replaced by a max pool over the 15 rows left
-COLPOOL_SPEC = DEFAULT_SPEC.replace("S1(1x0)1,3", "Mp15,1 S1(1x0)1,3")
+COLPOOL_SPEC = KRAKEN_SPEC.replace("S1(1x0)1,3", "Mp15,1 S1(1x0)1,3")
 
 # cheaper networks for a CPU budget: 3x3 convolutions instead of kraken's 3x13/3x9 ones (which cost most of
 # its FLOPs) and a max pool over the remaining rows; 64 or 96 pixel lines
@@ -60,10 +60,11 @@ DATASETS = {
 }
 
 # arm: options added to ``ketos train`` (the defaults arm adds none: today's defaults; no_aux: the defaults
-# until 2026-12-01, before --aux-ctc 0.1 became one)
+# until 2026-12-01, kraken's network without the auxiliary CTC head; aux: kraken's network with it, the
+# defaults of 2026-12-02 until the small network became the default the same day)
 ARMS: dict[str, list[str]] = {
     "defaults": [],
-    "no_aux": ["--aux-ctc", "0"],
+    "no_aux": ["-s", KRAKEN_SPEC, "--aux-ctc", "0"],
     "b16": ["-B", "16", "-r", "1e-3"],
     "colpool": ["-s", COLPOOL_SPEC],
     "colpool_b16": ["-s", COLPOOL_SPEC, "-B", "16", "-r", "1e-3"],
@@ -74,7 +75,7 @@ ARMS: dict[str, list[str]] = {
     "small96": ["-s", SMALL96_SPEC],
     "pub48": ["-s", PUB48_SPEC],
     "small64_ema": ["-s", SMALL64_SPEC, "--ema", "0.999"],
-    "aux": ["--aux-ctc", "0.1"],
+    "aux": ["-s", KRAKEN_SPEC, "--aux-ctc", "0.1"],
     "ema": ["--ema", "0.999"],
     "augment": ["--augment"],
     "freq4": ["-F", "0.25"],

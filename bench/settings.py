@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.flops import DEFAULT_SPEC
+from bench.flops import KRAKEN_SPEC
 from bench.machine import native_bf16
 
 BENCH = Path(__file__).resolve().parent
@@ -17,7 +17,7 @@ WORK = BENCH / "work"
 DATA = Path(os.environ.get("SCRIBA_DATA", ROOT.parent / "shared" / "data")).resolve()
 KVENV = BENCH / ".venv-kraken"
 TOOLS = ("kraken", "scriba")
-SPEC = DEFAULT_SPEC  # kraken 7's default recognition spec, passed explicitly to both tools
+SPEC = KRAKEN_SPEC  # kraken 7's default recognition spec, passed explicitly to both tools
 KRAKEN_LRATE = "1e-3"  # kraken's default rate (scriba's is 3e-4), passed explicitly to both in the scratch runs
 SMALL_SPEC = "[1,48,0,1 Cr3,3,32 Mp2,2 Cr3,3,64 Mp2,2 S1(1x0)1,3 Lbx128 Do0.2,2 Lbx128]"
 

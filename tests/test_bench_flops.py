@@ -30,12 +30,12 @@ SMALL = "[1,48,0,1 Cr3,3,32 Mp2,2 Cr3,3,64 Mp2,2 S1(1x0)1,3 Lbx128 Do0.2,2 Lbx12
 
 def test_conv_flops_match_torch_counter():
     width, classes = 160, 50
-    est = flops.forward_flops(flops.DEFAULT_SPEC, width, classes)
+    est = flops.forward_flops(flops.KRAKEN_SPEC, width, classes)
     conv_est = sum(f for name, f, _ in est["layers"] if name.startswith("C"))
     lstm_est = sum(f for name, f, _ in est["layers"] if name.startswith("L"))
     assert lstm_est > 0
 
-    net = build_model(flops.DEFAULT_SPEC.rstrip("]") + f" O1c{classes}]", init=False)  # shapes only
+    net = build_model(flops.KRAKEN_SPEC.rstrip("]") + f" O1c{classes}]", init=False)  # shapes only
     x = torch.rand(1, 1, 120, width)
     counter = FlopCounterMode(display=False)
     with counter:
@@ -54,9 +54,9 @@ def test_conv_flops_match_torch_counter():
 # forward FLOPs of the regex count bench/flops.py made before it counted on the model (471117d): the benchmark's
 # FLOP/s figures were made with these
 @pytest.mark.parametrize("spec, width, classes, expected", [
-    (flops.DEFAULT_SPEC, 400, 50, 1955536000),
-    (flops.DEFAULT_SPEC, 1232, 100, 6029210880),
-    (flops.DEFAULT_SPEC, 97, 12, 469263360),
+    (flops.KRAKEN_SPEC, 400, 50, 1955536000),
+    (flops.KRAKEN_SPEC, 1232, 100, 6029210880),
+    (flops.KRAKEN_SPEC, 97, 12, 469263360),
     (SMALL, 1232, 100, 1402232832),
     (SMALL.rstrip("]") + " O1c57]", 400, 50, 453068800),
     ("[1,64,0,1 Ct5,5,16,2,2 Mp2,2 Cl3,3,32,1,1,2,2 S1(1x0)1,3 Gbx64 Lfx32 O1c20]", 1232, 100, 210445312),
@@ -91,8 +91,8 @@ def test_epoch_flops_of_a_manifest(tmp_path, monkeypatch, capsys):
     man = tmp_path / "lines.lst"
     man.write_text("\n".join(lines) + "\n")
     # the harness's call: bench/flops.py SPEC --manifest FILE, with scriba's python
-    monkeypatch.setattr(sys, "argv", ["flops.py", flops.DEFAULT_SPEC, "--manifest", str(man)])
+    monkeypatch.setattr(sys, "argv", ["flops.py", flops.KRAKEN_SPEC, "--manifest", str(man)])
     flops.main()
     got = json.loads(capsys.readouterr().out)
     # three characters plus the blank
-    assert got == {"train_flops": 2 * 3.0 * flops.forward_flops(flops.DEFAULT_SPEC, 512, 4)["total"], "lines": 2}
+    assert got == {"train_flops": 2 * 3.0 * flops.forward_flops(flops.KRAKEN_SPEC, 512, 4)["total"], "lines": 2}

@@ -42,16 +42,23 @@ def test_ddp_section_smoke(tmp_path):
     assert "failed" not in text and "points apart" in text
 
 
-def test_quality_section_smoke_and_resume(tmp_path):
-    keep = tmp_path / "q"
-    args = [str(ROOT / "bench" / "quality.py"), "--smoke", "--datasets", "froc_pages", "--arms", "defaults",
+def _quality_smoke(keep: Path, arm: str) -> tuple[list[str], dict]:
+    """Runs one arm of bench/quality.py --smoke on froc_pages; its arguments and result.json."""
+    import json
+
+    args = [str(ROOT / "bench" / "quality.py"), "--smoke", "--datasets", "froc_pages", "--arms", arm,
             "--keep", str(keep), "--threads", "1"]
     run = _run(args, 300)
     assert run.returncode == 0, run.stdout + run.stderr
-    result = keep / "froc_pages" / "defaults-0.1min-seed1" / "result.json"
+    return args, json.loads((keep / "froc_pages" / f"{arm}-0.1min-seed1" / "result.json").read_text())
+
+
+def test_quality_section_smoke_and_resume(tmp_path):
     import json
 
-    rec = json.loads(result.read_text())
+    keep = tmp_path / "q"
+    args, rec = _quality_smoke(keep, "defaults")
+    result = keep / "froc_pages" / "defaults-0.1min-seed1" / "result.json"
     assert rec["stopped"].startswith("the time budget of 0.1 minutes is spent")
     assert rec["greedy"]["chars"] > 0 and 0 <= rec["greedy"]["errors"]
     assert "--max-time 0.1" in rec["train_command"]
@@ -70,15 +77,9 @@ def test_quality_section_smoke_and_resume(tmp_path):
 
 
 def test_quality_pretrained_arm_pretrains_then_fine_tunes_on_a_labelled_subset(tmp_path):
-    import json
-
     keep = tmp_path / "q"
-    args = [str(ROOT / "bench" / "quality.py"), "--smoke", "--datasets", "froc_pages", "--arms", "pretrained300",
-            "--keep", str(keep), "--threads", "1"]
-    run = _run(args, 300)
-    assert run.returncode == 0, run.stdout + run.stderr
+    _, rec = _quality_smoke(keep, "pretrained300")
     folder = keep / "froc_pages" / "pretrained300-0.1min-seed1"
-    rec = json.loads((folder / "result.json").read_text())
     weights = rec["pretrain"]["weights"]
     assert Path(weights).is_file() and " pretrain " in rec["pretrain"]["command"]
     assert f"-i {weights} --resize new" in rec["train_command"]

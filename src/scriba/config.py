@@ -11,9 +11,18 @@ import math
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
-DEFAULT_SPEC = (
+# kraken 7's default network (`-s KRAKEN_SPEC` trains it)
+KRAKEN_SPEC = (
     "[1,120,0,1 Cr3,13,32 Do0.1,2 Mp2,2 Cr3,13,32 Do0.1,2 Mp2,2 Cr3,9,64 Do0.1,2 Mp2,2 Cr3,9,64 Do0.1,2 "
     "S1(1x0)1,3 Lbx200 Do0.1,2 Lbx200 Do0.1,2 Lbx200 Do]"
+)
+# scriba's: 64-pixel lines, 3x3 convolutions and a max pool over the rows left, kraken's three BiLSTMs of 200.
+# A third of kraken's FLOPs per line and 2.6x its lines/s on a CPU; in 12 minutes from scratch on 2 cores
+# (with --aux-ctc 0.1) test CER froc_mss pages 38.7 -> 14.6 % and openiti_arabic 10.3 -> see bench/RESULTS.md
+# against kraken's network. kraken 7.1.1 loads it (all plain VGSL).
+DEFAULT_SPEC = (
+    "[1,64,0,1 Cr3,3,32 Mp2,2 Cr3,3,64 Mp2,2 Cr3,3,96 Mp2,2 Cr3,3,96 Mp8,1 S1(1x0)1,3 "
+    "Lbx200 Do0.2,2 Lbx200 Do0.2,2 Lbx200 Do0.2]"
 )
 
 PRECISIONS = (

@@ -71,7 +71,7 @@ def test_training_padding_on_real_lines_with_the_default_network():
     from pathlib import Path
 
     from scriba.codec import Codec
-    from scriba.config import DEFAULT_SPEC
+    from scriba.config import KRAKEN_SPEC
     from scriba.data.dataset import LineDataset
     from scriba.data.records import LineRecord
     from scriba.data.transforms import LineTransform
@@ -84,7 +84,7 @@ def test_training_padding_on_real_lines_with_the_default_network():
     texts = [p.with_suffix("").with_suffix(".gt.txt").read_text(encoding="utf-8").strip() for p in images]
     codec = Codec(sorted(set("".join(texts))))
     torch.manual_seed(0)
-    net = build_model(DEFAULT_SPEC.rstrip("]") + f" O1c{codec.max_label + 1}]")
+    net = build_model(KRAKEN_SPEC.rstrip("]") + f" O1c{codec.max_label + 1}]")
     net.eval()
     recs = [LineRecord(id=str(p), source=str(p), text=t, image=str(p)) for p, t in zip(images, texts)]
     ds = LineDataset(recs, LineTransform.from_model_input(tuple(net.input), padding=16), TextTransform(), codec=codec)

@@ -293,14 +293,14 @@ def test_default_network_on_real_lines_trains_as_layer_by_layer_in_both_layouts(
     # (activation behind pooling, either weight-gradient layout) give kraken's layer-by-layer gradients
     from PIL import Image
 
-    from scriba.config import DEFAULT_SPEC
+    from scriba.config import KRAKEN_SPEC
     from scriba.data.transforms import LineTransform
     from scriba.vgsl import layers
 
     root = shared_data / "froc_mss"
     paths = [root / p.strip() for p in (root / "splits" / "test.lst").read_text().splitlines()[:2]]
     torch.manual_seed(0)
-    m = build_model(DEFAULT_SPEC.replace(" Lbx200 Do0.1,2 Lbx200 Do0.1,2 Lbx200 Do]", " Lbx32 O1c20]")).train()
+    m = build_model(KRAKEN_SPEC.replace(" Lbx200 Do0.1,2 Lbx200 Do0.1,2 Lbx200 Do]", " Lbx32 O1c20]")).train()
     tf = LineTransform.from_model_input(m.input, padding=16)
     lines = [tf(Image.open(p)) for p in paths]
     widths = [t.shape[-1] for t in lines]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from scriba.config import DEFAULT_SPEC
+from scriba.config import KRAKEN_SPEC
 from scriba.errors import SpecError
 from scriba.vgsl import build_model, parse_spec
 
@@ -51,7 +51,7 @@ def test_named_spec_matches_kraken():
 
 
 def test_default_spec_names():
-    m = build_model(DEFAULT_SPEC)
+    m = build_model(KRAKEN_SPEC)
     assert "Lbx{L_12}200" in m.spec and "Do{Do_17}" in m.spec
     assert m.output_shape == (400, 1)
 
