@@ -17,9 +17,10 @@ KRAKEN_SPEC = (
     "S1(1x0)1,3 Lbx200 Do0.1,2 Lbx200 Do0.1,2 Lbx200 Do]"
 )
 # scriba's: 64-pixel lines, 3x3 convolutions and a max pool over the rows left, kraken's three BiLSTMs of 200.
-# A third of kraken's FLOPs per line and 2.6x its lines/s on a CPU; in 12 minutes from scratch on 2 cores
-# (with --aux-ctc 0.1) test CER froc_mss pages 38.7 -> 14.6 % and openiti_arabic 10.3 -> see bench/RESULTS.md
-# against kraken's network. kraken 7.1.1 loads it (all plain VGSL).
+# A fifth of kraken's FLOPs for the same line image (1.2 against 5.9 GFLOP forward for a line 1200 px wide at
+# 120 px), 2.1-2.4x its lines/s on a CPU. 12 minutes from scratch on 2 cores, both with --aux-ctc 0.1: test
+# CER froc_mss pages 38.7 -> 14.6 %, openiti_arabic 10.3 -> 8.3 % against kraken's network (bench/RESULTS.md).
+# kraken 7.1.1 loads and runs it (plain VGSL).
 DEFAULT_SPEC = (
     "[1,64,0,1 Cr3,3,32 Mp2,2 Cr3,3,64 Mp2,2 Cr3,3,96 Mp2,2 Cr3,3,96 Mp8,1 S1(1x0)1,3 "
     "Lbx200 Do0.2,2 Lbx200 Do0.2,2 Lbx200 Do0.2]"
