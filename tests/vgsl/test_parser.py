@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from scriba.config import KRAKEN_SPEC
+from scriba.config import DEFAULT_SPEC, KRAKEN_SPEC
 from scriba.errors import SpecError
 from scriba.vgsl import build_model, parse_spec
 
@@ -77,3 +77,15 @@ def test_custom_names_kept():
 def test_bad_specs_name_the_block(spec, needle):
     with pytest.raises(SpecError, match=needle.replace("(", r"\(")):
         build_model(spec)
+
+
+def test_default_network_reads_64_pixel_lines_with_kraken_blocks_only():
+    # scriba's default differs from kraken's (config.KRAKEN_SPEC) but stays in the VGSL kraken 7 builds
+    import torch
+
+    m = build_model(DEFAULT_SPEC.rstrip("]") + " O1c20]")
+    assert tuple(m.input) == (1, 1, 64, 0)
+    assert {b.kind for b in m.blocks} <= {"conv", "maxpool", "reshape", "rnn", "dropout", "output"}
+    out, lens = m(torch.rand(2, 1, 64, 160), torch.tensor([160, 96]))
+    assert out.shape[:3] == (2, 20, 1) and lens.tolist() == [20, 12]  # one row left, width / 8
+    assert build_model(m.spec).spec == m.spec
