@@ -79,6 +79,7 @@ ARMS: dict[str, list[str]] = {
     "ema": ["--ema", "0.999"],
     "augment": ["--augment"],
     "freq4": ["-F", "0.25"],
+    "lr6e-4": ["-r", "6e-4"],
     "scratch300": [],
     "pretrained300": ["--resize", "new"],
 }
