@@ -47,7 +47,7 @@ COLPOOL_SPEC = KRAKEN_SPEC.replace("S1(1x0)1,3", "Mp15,1 S1(1x0)1,3")
 SMALL64_SPEC = ("[1,64,0,1 Cr3,3,32 Mp2,2 Cr3,3,64 Mp2,2 Cr3,3,96 Mp2,2 Cr3,3,96 Mp8,1 S1(1x0)1,3 "
                 "Lbx200 Do0.2,2 Lbx200 Do0.2,2 Lbx200 Do0.2]")
 # the network of froc_mss's published kraken model (7.83 % test CER after a long training): 48-pixel lines, two
-# 3x3 convolutions, one BiLSTM of 100; a tenth of the default network's FLOPs per line
+# 3x3 convolutions, one BiLSTM of 100; a fifteenth of kraken's network's FLOPs for the same line image
 PUB48_SPEC = "[1,48,0,1 Cr3,3,32 Do0.1,2 Mp2,2 Cr3,3,64 Do0.1,2 Mp2,2 S1(1x0)1,3 Lbx100 Do]"
 SMALL96_SPEC = SMALL64_SPEC.replace("[1,64,", "[1,96,").replace("Mp8,1", "Mp12,1")
 
@@ -243,11 +243,11 @@ def pretrain_stage(a: argparse.Namespace, folder: Path, glob: list[str], inputs:
            "--max-time", f"{budget:g}", *options, *extra]
     rc, wall, text = run(cmd, folder / "pretrain.log", budget * 60 * 1.5 + 600)
     rec: dict[str, Any] = {"command": " ".join(["ketos", *cmd[len(ketos()):]]), "wall_s": round(wall, 1)}
-    weights = re.findall(r"^best model: (.+)$", text, re.M)
+    weights = parse_train_log(text).get("weights")
     if rc != 0 or not weights:
         rec["error"] = text[-1500:]
     else:
-        rec["weights"] = weights[-1].strip()
+        rec["weights"] = weights
         done.write_text(json.dumps(rec, indent=1) + "\n", encoding="utf-8")
     return rec
 
