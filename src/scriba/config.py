@@ -158,9 +158,10 @@ class TrainConfig(DataConfig, OptimConfig):
     """``ketos train``."""
 
     spec: str = DEFAULT_SPEC
-    # kraken: 1e-3. At -B 1 that rate keeps the default network on CTC's all-blank plateau: on froc_mss from
-    # scratch, validation accuracy after one epoch was 7 % at 1e-3 and 34 % at 3e-4
-    lrate: float = 3e-4
+    # kraken: 1e-3, which at -B 1 kept kraken's network on CTC's all-blank plateau (froc_mss, one epoch: 7 %
+    # val accuracy at 1e-3, 34 % at 3e-4); with the default network 6e-4 beat 3e-4 after 12 minutes on froc
+    # pages (10.3 against 14.6 % test CER) and openiti (2.66 against 2.81 %), bench/RESULTS.md
+    lrate: float = 6e-4
     load: str | None = None
     resume: str | None = None
     weights_format: str = "safetensors"

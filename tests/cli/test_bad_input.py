@@ -290,7 +290,9 @@ def test_null_in_experiment_file_leaves_the_default(lines, monkeypatch, capsys):
     rc, _, err = ketos(["--config", "exp.yml", "train", "-f", "path", "-t", "train.lst"], capsys)
     assert rc == 0, err
     ((cfg, g),) = seen
-    assert (cfg.lrate, cfg.epochs, cfg.codec, g.seed) == (3e-4, -1, None, None)
+    from scriba.config import TrainConfig
+
+    assert (cfg.lrate, cfg.epochs, cfg.codec, g.seed) == (TrainConfig().lrate, -1, None, None)
 
 
 def test_surrogate_escape_in_experiment_file_is_refused(lines, capsys):
