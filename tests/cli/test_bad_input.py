@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from bad_input import DATASET_META, alto_page, arrow_file, assert_clean, png_bomb, png_bytes
+from scriba.config import TrainConfig
 from shared_paths import run_ketos
 from train_helpers import TINY_SPEC, make_lines
 
@@ -290,8 +291,6 @@ def test_null_in_experiment_file_leaves_the_default(lines, monkeypatch, capsys):
     rc, _, err = ketos(["--config", "exp.yml", "train", "-f", "path", "-t", "train.lst"], capsys)
     assert rc == 0, err
     ((cfg, g),) = seen
-    from scriba.config import TrainConfig
-
     assert (cfg.lrate, cfg.epochs, cfg.codec, g.seed) == (TrainConfig().lrate, -1, None, None)
 
 
