@@ -76,7 +76,8 @@ ARMS: dict[str, list[str]] = {
     "pub48": ["-s", PUB48_SPEC],
     "small64_ema": ["-s", SMALL64_SPEC, "--ema", "0.999"],
     "aux": ["-s", KRAKEN_SPEC, "--aux-ctc", "0.1"],
-    "ema": ["--ema", "0.999"],
+    "ema": ["--ema", "0.999"],  # the default since 2026-12-02 (third session); no_ema: the defaults before
+    "no_ema": ["--ema", "0"],
     "augment": ["--augment"],
     "freq4": ["-F", "0.25"],
     "lr6e-4": ["-r", "6e-4"],

@@ -26,4 +26,5 @@ class EMA(WeightAveraging):
     def _average(self, averaged: torch.Tensor, current: torch.Tensor, num_averaged: Any) -> torch.Tensor:
         n = float(num_averaged)
         d = min(self.decay, (1.0 + n) / (10.0 + n))
-        return averaged * d + current * (1.0 - d)
+        # lerp, not d*a + (1-d)*w: a weight that does not change (a frozen backbone) keeps its exact value
+        return averaged.lerp(current, 1.0 - d)

@@ -504,6 +504,25 @@ def test_ema_validates_and_exports_the_averaged_weights(synth, tmp_path):
     assert float(ema._average(a, w, torch.tensor(10**6))) == pytest.approx(1 - 0.999)
 
 
+def test_ema_is_on_by_default_and_off_at_zero(synth, tmp_path):
+    from scriba.weights.checkpoint import read_checkpoint_dict
+
+    on = train(tiny_config(synth, tmp_path / "on", epochs=1), tiny_global(), progress=False)
+    off = train(tiny_config(synth, tmp_path / "off", epochs=1, ema=0.0), tiny_global(), progress=False)
+    # the averaging callback keeps the raw weights beside the averaged ones; without it there are none
+    assert "current_model_state" in read_checkpoint_dict(on.best_checkpoint)
+    assert "current_model_state" not in read_checkpoint_dict(off.best_checkpoint)
+
+
+def test_ema_keeps_an_unchanging_weight_exactly():
+    from scriba.trainer.averaging import EMA
+
+    # d*a + (1-d)*a rounds away from a for most a: a frozen layer would drift under the average
+    a = torch.randn(10000)
+    for n in (0, 7, 10**6):
+        assert torch.equal(EMA(0.999)._average(a.clone(), a.clone(), torch.tensor(n)), a)
+
+
 def test_ema_out_of_range_is_a_usage_error(synth, tmp_path):
     from scriba.errors import UsageError
 

@@ -325,7 +325,7 @@ def test_time_budget_carries_over_a_resume(synth, tmp_path):
 
 def test_checkpoint_from_before_an_option_resumes_with_its_old_value(synth, tmp_path):
     # a checkpoint written before --aux-ctc existed holds no head: it continues without one
-    r = train(tiny_config(synth, tmp_path, epochs=2, aux_ctc=0.0), tiny_global(),
+    r = train(tiny_config(synth, tmp_path, epochs=2, aux_ctc=0.0, ema=0.0), tiny_global(),
               callbacks=[SignalAt(1, 1, signal.SIGINT)], progress=False)
     ck = torch.load(r.abort_checkpoint, map_location="cpu", weights_only=False)
     for name in ("aux_ctc", "ema", "max_time"):
