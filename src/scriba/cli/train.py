@@ -21,7 +21,7 @@ from scriba.cli import options as O
                    "training data exactly, `fail` aborts on a mismatch (`add`/`both`: deprecated aliases).")
 @click.option("--ema", type=O.FiniteFloatRange(0, 1, max_open=True), default=C.default(C.TrainConfig, "ema"),
               help="Decay per optimizer step of an exponential moving average of the weights, which validation "
-                   "and the saved model use (0: off; e.g. 0.999).")
+                   "and the saved model use (0: off, kraken's behaviour).")
 @click.option("--aux-ctc", type=O.FiniteFloatRange(0), default=C.default(C.TrainConfig, "aux_ctc"),
               help="Weight of a train-only CTC loss from a head on the convolutional features (0: off; e.g. 0.1). "
                    "The saved model does not contain the head.")
