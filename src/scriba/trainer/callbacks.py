@@ -2,6 +2,7 @@
 
 - :class:`LRScheduleCallback`: applies an :class:`~scriba.trainer.optim.LRSchedule` before every batch,
   advances it after every validation run, logs the rate and implements ``--quit aneal``.
+- :class:`TimeBudget`: ``--max-time``, which ends a run even before ``--min-epochs`` epochs.
 - :class:`FreezeBackbone`: everything but the output layer frozen for the first N training *samples*.
 - :class:`RunState`: what a resumed run needs beyond Lightning's own state (batches consumed in the epoch,
   RNG states), plus the abort checkpoint on exceptions, Ctrl-C and SIGTERM.
@@ -20,6 +21,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import Timer
 
 from scriba.errors import ScribaError
 from scriba.trainer.optim import LRSchedule
@@ -103,6 +105,37 @@ def output_layer(pl_module: L.LightningModule) -> torch.nn.Module:
     net: Any = pl_module.net
     last: torch.nn.Module = net.nn[-1]
     return last
+
+
+class TimeBudget(Timer):
+    """Lightning's :class:`~lightning.pytorch.callbacks.Timer` (checked after every batch), except that a spent
+    budget also lifts ``--min-epochs``.
+
+    Lightning honours a stop request only once ``min_epochs`` are done, so its own Timer let ``ketos pretrain
+    --max-time 12`` (whose ``--min-epochs`` default is 100) run on until the epochs were done: 28 minutes on
+    froc_mss before the benchmark killed it. ``--min-epochs`` holds back early stopping, not a wall-clock
+    budget. All processes take the same decision (rank 0's), as Lightning's Timer does."""
+
+    def __init__(self, minutes: float) -> None:
+        import datetime
+
+        super().__init__(duration=datetime.timedelta(minutes=minutes), interval="step", verbose=False)
+
+    @property
+    def state_key(self) -> str:
+        return "Timer"  # checkpoints of Lightning's own Timer (runs before this class) resume with this one
+
+    def _stop_if_spent(self, trainer: L.Trainer) -> None:
+        remaining = self.time_remaining()
+        if remaining is not None and trainer.strategy.broadcast(remaining <= 0):
+            trainer.should_stop = True
+            trainer.fit_loop.min_epochs = 0
+
+    def on_fit_start(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
+        self._stop_if_spent(trainer)  # a resumed run whose checkpoint had no time left
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
+        self._stop_if_spent(trainer)
 
 
 class FreezeBackbone(L.Callback):

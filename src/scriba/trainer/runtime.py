@@ -313,9 +313,12 @@ def build_trainer(
     )
     max_epochs = cfg.epochs if cfg.quit == "fixed" or (cfg.quit == "aneal" and cfg.epochs > 0) else -1
     quiet_lightning()
-    import datetime
-
+    from scriba.trainer.callbacks import TimeBudget
     from scriba.trainer.checkpoint_io import AtomicCheckpointIO
+
+    if cfg.max_time:
+        # Lightning's Timer stops at a batch boundary and its loop validates before stopping
+        callbacks = [*callbacks, TimeBudget(cfg.max_time)]
 
     return L.Trainer(
         accelerator=accelerator,
@@ -323,8 +326,6 @@ def build_trainer(
         precision=machine.resolve_precision(g, accelerator, task=task),  # type: ignore[arg-type]
         max_epochs=max_epochs,
         min_epochs=min_epochs,
-        # Lightning's Timer stops at a batch boundary and its loop validates before stopping
-        max_time=datetime.timedelta(minutes=cfg.max_time) if cfg.max_time else None,
         gradient_clip_val=cfg.gradient_clip_val or None,
         accumulate_grad_batches=accumulate_grad_batches,
         callbacks=callbacks,

@@ -480,6 +480,15 @@ def test_max_time_validates_then_stops_mid_epoch(synth, tmp_path, capsys):
     assert "--max-time" in capsys.readouterr().err
 
 
+def test_max_time_outranks_min_epochs(synth, tmp_path):
+    # --min-epochs holds back early stopping, not the wall-clock budget (Lightning's own Timer waited for it)
+    slow = _SlowBatches(0.1)
+    cfg = tiny_config(synth, tmp_path, quit="early", epochs=-1, min_epochs=3, batch_size=1, max_time=0.02)
+    r = train(cfg, tiny_global(), callbacks=[slow], progress=False)
+    assert r.stopped == "time"
+    assert 0 < slow.steps < 32 and len(r.history) == 1
+
+
 def test_max_time_zero_means_no_budget(synth, tmp_path):
     r = train(tiny_config(synth, tmp_path, epochs=2, max_time=0.0), tiny_global(), progress=False)
     assert r.stopped == "fixed" and r.epochs == 2
