@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import random
+import time
 from pathlib import Path
+from typing import Any
+
+import lightning as L
 
 from scriba.config import GlobalConfig, TrainConfig
 
@@ -53,3 +57,14 @@ def tiny_global(**kw) -> GlobalConfig:
     values = dict(num_workers=0, num_threads=1, seed=7, deterministic=True)
     values.update(kw)
     return GlobalConfig(**values)
+
+
+class SlowBatches(L.Callback):
+    """Makes every training batch take at least ``seconds``, so that a time budget ends mid-epoch."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds, self.steps = seconds, 0
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        time.sleep(self.seconds)
+        self.steps += 1

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import random
@@ -117,8 +118,6 @@ class TimeBudget(Timer):
     budget. All processes take the same decision (rank 0's), as Lightning's Timer does."""
 
     def __init__(self, minutes: float) -> None:
-        import datetime
-
         super().__init__(duration=datetime.timedelta(minutes=minutes), interval="step", verbose=False)
 
     @property

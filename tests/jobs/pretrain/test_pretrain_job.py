@@ -14,6 +14,7 @@ from scriba.config import GlobalConfig, PretrainConfig
 from scriba.errors import ScribaError, SpecError, UsageError
 from scriba.jobs.pretrain.job import PretrainResult, check_config, pretrain, warmup_steps
 from scriba.weights import load_model
+from train_helpers import SlowBatches
 
 G = GlobalConfig(device="cpu", num_workers=0, seed=1)
 
@@ -290,21 +291,10 @@ def test_min_epochs_holds_back_early_stopping(tiny_lines: list[str], tiny_spec: 
     assert len(result.history) == 4
 
 
-class _SlowBatches(L.Callback):
-    def __init__(self, seconds: float) -> None:
-        self.seconds, self.steps = seconds, 0
-
-    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
-        import time
-
-        time.sleep(self.seconds)
-        self.steps += 1
-
-
 def test_max_time_ends_the_run_before_min_epochs(tiny_lines: list[str], tiny_spec: str, tmp_path: Path) -> None:
     # pretraining's --min-epochs default is 100: the time budget must still end the run (it did not: Lightning
     # ignores a stop request before min_epochs; `ketos pretrain --max-time 12` ran 28 minutes on froc_mss)
-    slow = _SlowBatches(0.3)
+    slow = SlowBatches(0.3)
     cfg = _cfg(tmp_path, tiny_lines, tiny_spec, quit="early", epochs=-1, min_epochs=3, batch_size=1,
                max_time=0.01)
     result = pretrain(cfg, G, callbacks=[slow], progress=False)

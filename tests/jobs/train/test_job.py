@@ -13,7 +13,7 @@ from scriba.errors import NoDataError, ScribaError
 from scriba.jobs.train.job import PARTITION_FILE, PLOT_FILE, train
 from scriba.recognizer import Recognizer
 from scriba.weights import load_model
-from train_helpers import TINY_SPEC, tiny_config, tiny_global
+from train_helpers import TINY_SPEC, SlowBatches, tiny_config, tiny_global
 
 
 @pytest.fixture(scope="module")
@@ -455,22 +455,9 @@ def test_micro_batches_keep_optimizer_steps_and_gradients(synth, tmp_path):
     assert micro.history[0]["train_loss"] == pytest.approx(whole.history[0]["train_loss"], rel=0.1)
 
 
-class _SlowBatches(L.Callback):
-    """Makes every training batch take at least ``seconds``, so that a time budget ends mid-epoch."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds, self.steps = seconds, 0
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        import time
-
-        time.sleep(self.seconds)
-        self.steps += 1
-
-
 def test_max_time_validates_then_stops_mid_epoch(synth, tmp_path, capsys):
     # 32 batches of 1 line at 0.1 s or more each: an epoch outlasts the 1.2 s budget
-    slow = _SlowBatches(0.1)
+    slow = SlowBatches(0.1)
     cfg = tiny_config(synth, tmp_path, quit="early", epochs=-1, batch_size=1, max_time=0.02)
     r = train(cfg, tiny_global(), callbacks=[slow], progress=False)
     assert r.stopped == "time"
@@ -482,7 +469,7 @@ def test_max_time_validates_then_stops_mid_epoch(synth, tmp_path, capsys):
 
 def test_max_time_outranks_min_epochs(synth, tmp_path):
     # --min-epochs holds back early stopping, not the wall-clock budget (Lightning's own Timer waited for it)
-    slow = _SlowBatches(0.1)
+    slow = SlowBatches(0.1)
     cfg = tiny_config(synth, tmp_path, quit="early", epochs=-1, min_epochs=3, batch_size=1, max_time=0.02)
     r = train(cfg, tiny_global(), callbacks=[slow], progress=False)
     assert r.stopped == "time"
