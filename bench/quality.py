@@ -87,6 +87,10 @@ ARMS: dict[str, list[str]] = {
     # dropout after the recurrent layers: none, and 0.5 instead of the default network's 0.2
     "do0": ["-s", SMALL64_SPEC.replace(" Do0.2,2", "").replace(" Do0.2", "")],
     "do05": ["-s", SMALL64_SPEC.replace("Do0.2", "Do0.5")],
+    # the README's batch rule (rate up with the square root of the batch, a few hundred warm-up steps) from
+    # -B 1 at 6e-4: -B 4 at 1.2e-3 and -B 16 at 2.4e-3 (b16, at 1e-3 without warm-up, stayed on the plateau)
+    "b4_sqrt": ["-B", "4", "-r", "1.2e-3", "--warmup", "200"],
+    "b16_sqrt": ["-B", "16", "-r", "2.4e-3", "--warmup", "200"],
     "scratch300": [],
     "pretrained300": ["--resize", "new"],
 }
