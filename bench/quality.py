@@ -84,6 +84,8 @@ ARMS: dict[str, list[str]] = {
     # cosine from the rate to 1e-6 over the epochs the 12-minute screen reaches on openiti (3) with a short
     # linear warm-up, instead of reduceonplateau (which at 3 epochs barely lowers the rate)
     "cosine3": ["--schedule", "cosine", "--cos-max", "3", "--warmup", "500"],
+    # cosine from the rate to 1e-6 over the --max-time budget itself (--cos-max 0), whatever epochs it reaches
+    "cosine_run": ["--schedule", "cosine", "--cos-max", "0"],
     # dropout after the recurrent layers: none, and 0.5 instead of the default network's 0.2
     "do0": ["-s", SMALL64_SPEC.replace(" Do0.2,2", "").replace(" Do0.2", "")],
     "do05": ["-s", SMALL64_SPEC.replace("Do0.2", "Do0.5")],

@@ -147,6 +147,7 @@ class OptimConfig:
     gamma: float = 0.3
     step_size: int = 10
     rop_patience: int = 1
+    # epochs of the cosine schedule; 0 (scriba's own value) anneals over the whole run: --epochs, else --max-time
     cos_t_max: int = 10
     cos_min_lr: float = 1e-6
     pl_logger: str | None = None

@@ -219,6 +219,14 @@ def test_non_finite_numbers_are_refused(lines, option, capsys):
     assert "is not a finite number" in one_error(rc, err, expected_rc=2)
 
 
+def test_cosine_over_the_run_without_its_length_is_refused(lines, capsys):
+    rc, _, err = ketos(["train", "-f", "path", "-t", "train.lst", "--schedule", "cosine", "--cos-max", "0"], capsys)
+    assert "--cos-max 0 anneals over the whole run" in one_error(rc, err, expected_rc=2)
+    assert not Path("model").exists()
+    rc, _, err = ketos(["train", *TRAIN, "-t", "train.lst", "--schedule", "cosine", "--cos-max", "0"], capsys)
+    assert rc == 0, err  # with -N 1 the run has a length
+
+
 @pytest.mark.parametrize("yaml_value, message", [("1.5", "1.5 is not a whole number"), ("true", "true is not a whole")])
 def test_experiment_file_epochs_of_the_wrong_type_are_refused(lines, yaml_value, message, capsys):
     Path("exp.yml").write_text(f"train:\n  quit: fixed\n  epochs: {yaml_value}\n")

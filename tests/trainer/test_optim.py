@@ -169,6 +169,23 @@ def test_cosine_and_warm_restarts():
     assert not w.annealed(10_000)
 
 
+def test_cosine_over_the_whole_run():
+    # --cos-max 0: over --epochs when set (in steps), else over the --max-time budget (in seconds spent)
+    by_epochs = LRSchedule("cosine", 1.0, steps_per_epoch=10, epochs=4, cos_t_max=0, cos_min_lr=0.0, max_time_s=60)
+    assert by_epochs.lr(0, 59.0) == pytest.approx(1.0)
+    assert by_epochs.lr(20) == pytest.approx(0.5) and by_epochs.lr(40) == pytest.approx(0.0)
+    assert by_epochs.annealed(40) and not by_epochs.annealed(39)
+    by_time = LRSchedule("cosine", 1.0, steps_per_epoch=10, cos_t_max=0, cos_min_lr=0.1, max_time_s=600)
+    assert by_time.lr(10_000, 0.0) == pytest.approx(1.0)
+    assert by_time.lr(3, 300.0) == pytest.approx(0.55)
+    assert by_time.lr(3, 600.0) == pytest.approx(0.1) and by_time.lr(3, 900.0) == pytest.approx(0.1)
+    assert by_time.annealed(0, 600.0) and not by_time.annealed(10**6, 599.0)
+    with pytest.raises(UsageError, match="--epochs or --max-time"):
+        LRSchedule("cosine", 1.0, steps_per_epoch=10, cos_t_max=0)
+    with pytest.raises(UsageError, match="cosine_warm_restarts"):
+        LRSchedule("cosine_warm_restarts", 1.0, steps_per_epoch=10, cos_t_max=0, max_time_s=60)
+
+
 def test_aneal_floor_for_decaying_schedules():
     s = LRSchedule("step", 1e-3, steps_per_epoch=1, gamma=0.1, step_size=1, cos_min_lr=1e-6)
     runs = 0

@@ -122,8 +122,9 @@ def optim_options(cls: type, *, warmup_type: type = int, min_delta_help: str | N
                      help="Validation runs between decays for exponential and step schedules."),
         click.option("--sched-patience", "rop_patience", type=click.IntRange(0), default=d("rop_patience"),
                      help="Validation runs without improvement that reduceonplateau tolerates; it lowers the rate at the next one."),
-        click.option("--cos-max", "cos_t_max", type=click.IntRange(1), default=d("cos_t_max"),
-                     help="Epoch of minimal learning rate for the cosine schedules."),
+        click.option("--cos-max", "cos_t_max", type=click.IntRange(0), default=d("cos_t_max"),
+                     help="Epoch of minimal learning rate for the cosine schedules (0 for cosine: the end of "
+                     "the run, --epochs or else the --max-time budget)."),
         click.option("--cos-min-lr", type=FiniteFloatRange(0), default=d("cos_min_lr"),
                      help="Minimal final learning rate for the cosine schedules."),
         click.option("-p", "--partition", type=FiniteFloatRange(0, 1, min_open=True), default=d("partition"),

@@ -47,6 +47,7 @@ class LRScheduleCallback(L.Callback):
         self.schedule: LRSchedule | None = None
         self._pending: dict[str, Any] | None = None
         self.current_lr: float | None = None
+        self.budget: TimeBudget | None = None
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         batches = trainer.num_training_batches
@@ -54,6 +55,7 @@ class LRScheduleCallback(L.Callback):
             batches = 1
         spe = -(-batches // max(1, trainer.accumulate_grad_batches))
         self.schedule = self.make_schedule(spe)
+        self.budget = next((c for c in trainer.callbacks if isinstance(c, TimeBudget)), None)  # type: ignore[attr-defined]
         if self._pending is not None:
             self.schedule.load_state_dict(self._pending)
             self._pending = None
@@ -63,7 +65,7 @@ class LRScheduleCallback(L.Callback):
     ) -> None:
         if self.schedule is None:
             return
-        lr = self.schedule.lr(trainer.global_step)
+        lr = self.schedule.lr(trainer.global_step, self._elapsed(trainer))
         self.current_lr = lr
         for opt in trainer.optimizers:
             for group in opt.param_groups:
@@ -75,18 +77,29 @@ class LRScheduleCallback(L.Callback):
         if self.current_lr is not None:
             pl_module.log("lr", self.current_lr, on_step=True, on_epoch=False, batch_size=1)
 
+    def _elapsed(self, trainer: L.Trainer) -> float | None:
+        """Seconds of the ``--max-time`` budget spent, the same on every process (rank 0's clock)."""
+        if self.budget is None or self.schedule is None or not self.schedule.over_run():
+            return None
+        elapsed: float = trainer.strategy.broadcast(self.budget.time_elapsed("train"))
+        return elapsed
+
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.schedule is None or trainer.sanity_checking or not trainer.training and trainer.state.fn != "fit":
             return
         value = trainer.callback_metrics.get(self.monitor)
         self.schedule.on_validation(None if value is None else float(value))
-        if self.stop_when_annealed and self.schedule.annealed(trainer.global_step):
+        if self.stop_when_annealed and self.schedule.annealed(trainer.global_step, self._elapsed(trainer)):
             logger.info("learning rate annealed to its floor: stopping")
             trainer.should_stop = True
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # step-based schedules can reach their floor between validation runs
-        if self.stop_when_annealed and self.schedule is not None and self.schedule.annealed(trainer.global_step):
+        if (
+            self.stop_when_annealed
+            and self.schedule is not None
+            and self.schedule.annealed(trainer.global_step, self._elapsed(trainer))
+        ):
             trainer.should_stop = True
 
     def state_dict(self) -> dict[str, Any]:

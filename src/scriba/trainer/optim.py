@@ -123,6 +123,9 @@ class LRSchedule:
       ``ROP_READING_ACCURACY`` on.
     - ``cosine``: from ``lrate`` to ``cos_min_lr`` over ``cos_t_max`` epochs (counted in steps, so the
       curve is smooth), then constant; ``cosine_warm_restarts``: the same, restarting every ``cos_t_max``.
+      ``cos_t_max`` 0 anneals over the whole run instead: ``epochs`` epochs if set, else the wall-clock
+      budget ``max_time_s``, as a fraction of the budget spent (the rate follows the clock there, as the
+      run's length does).
     - ``warmup`` > 0: the rate is additionally scaled by ``(step + 1) / warmup`` for the first steps.
     """
 
@@ -137,6 +140,7 @@ class LRSchedule:
     rop_patience: int = 5
     cos_t_max: int = 10
     cos_min_lr: float = 1e-6
+    max_time_s: float = 0.0
     mode: str = "max"
     # state changed by validation runs (the only state not derived from the step count): checkpointed
     val_runs: int = field(default=0, init=False)
@@ -150,8 +154,12 @@ class LRSchedule:
             raise UsageError(f"unknown schedule {schedule!r} (expected one of {', '.join(SCHEDULES)})")
         if schedule == "1cycle" and self.epochs <= 0:
             raise UsageError("the 1cycle schedule needs a positive number of --epochs (its cycle length)")
-        if schedule in ("cosine", "cosine_warm_restarts") and self.cos_t_max <= 0:
-            raise UsageError("--cos-max must be positive for cosine schedules")
+        if schedule == "cosine_warm_restarts" and self.cos_t_max <= 0:
+            raise UsageError("--cos-max must be positive for cosine_warm_restarts (the length of each cycle)")
+        if schedule == "cosine" and self.cos_t_max < 0:
+            raise UsageError("--cos-max must be 0 (the whole run) or a number of epochs")
+        if schedule == "cosine" and self.cos_t_max == 0 and self.epochs <= 0 and self.max_time_s <= 0:
+            raise UsageError("--cos-max 0 anneals over the whole run, which needs its length: --epochs or --max-time")
         if schedule in ("exponential", "step") and self.step_size <= 0:
             raise UsageError("--step-size must be positive")
         self.steps_per_epoch = max(1, int(self.steps_per_epoch))
@@ -170,6 +178,7 @@ class LRSchedule:
             rop_patience=cfg.rop_patience,
             cos_t_max=cfg.cos_t_max,
             cos_min_lr=cfg.cos_min_lr,
+            max_time_s=cfg.max_time * 60,
             mode=mode,
         )
 
@@ -177,7 +186,17 @@ class LRSchedule:
     def total_steps(self) -> int:
         return max(1, self.epochs * self.steps_per_epoch)
 
-    def base_lr(self, step: int) -> float:
+    def over_run(self) -> bool:
+        """Whether the cosine anneals over the whole run (``cos_t_max`` 0) rather than a number of epochs."""
+        return self.schedule == "cosine" and self.cos_t_max == 0
+
+    def run_fraction(self, step: int, elapsed_s: float | None) -> float:
+        """How much of the run is done, 0 to 1: of ``epochs`` if set, else of the time budget."""
+        if self.epochs > 0:
+            return min(1.0, step / self.total_steps)
+        return min(1.0, max(0.0, (elapsed_s or 0.0) / self.max_time_s))
+
+    def base_lr(self, step: int, elapsed_s: float | None = None) -> float:
         s = self.schedule
         if s == "constant":
             return self.lrate
@@ -190,15 +209,18 @@ class LRSchedule:
         if s == "reduceonplateau":
             return self.lrate * self.plateau_factor
         epoch = step / self.steps_per_epoch
-        if s == "cosine":
+        if self.over_run():
+            t = self.run_fraction(step, elapsed_s)
+        elif s == "cosine":
             t = min(epoch, self.cos_t_max) / self.cos_t_max
         else:  # cosine_warm_restarts
             t = (epoch % self.cos_t_max) / self.cos_t_max
         return self.cos_min_lr + (self.lrate - self.cos_min_lr) * (1 + math.cos(math.pi * t)) / 2
 
-    def lr(self, step: int) -> float:
-        """The rate for optimizer step ``step`` (0-based count of steps already taken)."""
-        lr = self.base_lr(step)
+    def lr(self, step: int, elapsed_s: float | None = None) -> float:
+        """The rate for optimizer step ``step`` (0-based count of steps already taken), ``elapsed_s`` seconds
+        into the time budget (read only by a cosine over a ``--max-time`` run)."""
+        lr = self.base_lr(step, elapsed_s)
         if self.warmup > 0 and step < self.warmup:
             lr *= (step + 1) / self.warmup
         return lr
@@ -222,15 +244,17 @@ class LRSchedule:
                 self.plateau_factor *= self.gamma
                 self.plateau_bad = 0
 
-    def annealed(self, step: int) -> bool:
+    def annealed(self, step: int, elapsed_s: float | None = None) -> bool:
         """Whether the schedule has brought the rate down to its floor (``--quit aneal``).
 
-        The floor is the end of the cycle for 1cycle, ``cos_t_max`` epochs for cosine, and a rate at or below
-        ``cos_min_lr`` for the decaying schedules.
+        The floor is the end of the cycle for 1cycle, ``cos_t_max`` epochs for cosine (the end of the run for
+        ``cos_t_max`` 0), and a rate at or below ``cos_min_lr`` for the decaying schedules.
         """
         s = self.schedule
         if s == "1cycle":
             return step >= self.total_steps
+        if self.over_run():
+            return self.run_fraction(step, elapsed_s) >= 1.0
         if s == "cosine":
             return step >= self.cos_t_max * self.steps_per_epoch
         if s in ("exponential", "step", "reduceonplateau"):

@@ -36,7 +36,7 @@ C = TypeVar("C")
 
 def check_run_options(cfg: Any) -> None:
     """Rejects values of the options every job has (``--quit``, ``--epochs``, ``--freq``, ``--weights-format``,
-    batch sizes, ``--load``/``--resume``, the ``aneal`` schedule), with the option's name in the message."""
+    batch sizes, ``--load``/``--resume``, the schedule and ``aneal``), with the option's name in the message."""
     if cfg.quit not in QUIT_MODES:
         raise UsageError(f"invalid --quit {cfg.quit!r} (expected one of {', '.join(QUIT_MODES)})")
     if cfg.quit == "fixed" and cfg.epochs <= 0:
@@ -51,9 +51,10 @@ def check_run_options(cfg: Any) -> None:
         raise UsageError("--batch-size and --accumulate-grad-batches must be positive")
     if cfg.load and cfg.resume:
         raise UsageError("--load and --resume are mutually exclusive")
-    if cfg.quit == "aneal":
-        from scriba.trainer.optim import check_aneal
+    from scriba.trainer.optim import LRSchedule, check_aneal
 
+    LRSchedule.from_config(cfg, steps_per_epoch=1)  # its own checks (1cycle's --epochs, --cos-max), before the data
+    if cfg.quit == "aneal":
         check_aneal(cfg.schedule)
 
 

@@ -9,7 +9,7 @@ import lightning as L
 import pytest
 import torch
 
-from scriba.errors import NoDataError, ScribaError
+from scriba.errors import NoDataError, ScribaError, UsageError
 from scriba.jobs.train.job import PARTITION_FILE, PLOT_FILE, train
 from scriba.recognizer import Recognizer
 from scriba.weights import load_model
@@ -474,6 +474,29 @@ def test_max_time_outranks_min_epochs(synth, tmp_path):
     r = train(cfg, tiny_global(), callbacks=[slow], progress=False)
     assert r.stopped == "time"
     assert 0 < slow.steps < 32 and len(r.history) == 1
+
+
+def test_cosine_over_the_time_budget_anneals_as_the_budget_is_spent(synth, tmp_path):
+    rates: list[float] = []
+
+    class Rates(L.Callback):
+        def on_train_batch_end(self, trainer, *args):
+            rates.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    cfg = tiny_config(synth, tmp_path, quit="early", epochs=-1, batch_size=1, max_time=0.03, schedule="cosine",
+                      cos_t_max=0, cos_min_lr=0.0, ema=0.0)
+    r = train(cfg, tiny_global(), callbacks=[SlowBatches(0.1), Rates()], progress=False)
+    assert r.stopped == "time" and len(rates) >= 8
+    # the rate follows the budget spent (with some batches of start-up before it), not the epochs
+    assert rates[0] > 0.8 * cfg.lrate and rates[-1] < 0.1 * cfg.lrate
+    assert all(b <= a for a, b in zip(rates, rates[1:], strict=False))
+
+
+def test_cosine_over_the_run_needs_its_length(synth, tmp_path):
+    cfg = tiny_config(synth, tmp_path, quit="early", epochs=-1, schedule="cosine", cos_t_max=0)
+    with pytest.raises(UsageError, match="--epochs or --max-time"):
+        train(cfg, tiny_global(), progress=False)
+    assert not any(tmp_path.iterdir())  # refused before anything was read or written
 
 
 def test_max_time_zero_means_no_budget(synth, tmp_path):
