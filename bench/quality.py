@@ -91,7 +91,8 @@ ARMS: dict[str, list[str]] = {
     "do05": ["-s", SMALL64_SPEC.replace("Do0.2", "Do0.5")],
     # the README's batch rule (rate up with the square root of the batch, a few hundred warm-up steps) from
     # -B 1 at 6e-4: -B 4 at 1.2e-3 and -B 16 at 2.4e-3 (b16, at 1e-3 without warm-up, stayed on the plateau)
-    "b4_sqrt": ["-B", "4", "-r", "1.2e-3", "--warmup", "200"],
+    "b4_sqrt": ["-B", "4", "-r", "1.2e-3", "--warmup", "200"],  # the default since 2026-12-04; b1: before
+    "b1": ["-B", "1", "-r", "6e-4", "--warmup", "0"],
     "b16_sqrt": ["-B", "16", "-r", "2.4e-3", "--warmup", "200"],
     "scratch300": [],
     "pretrained300": ["--resize", "new"],

@@ -47,6 +47,7 @@ def tiny_config(synth: dict[str, list[str]], out: Path, **kw) -> TrainConfig:
         epochs=2,
         batch_size=8,
         lrate=3e-3,
+        warmup=0,  # the default's 200 steps are more than most of these runs take
         checkpoint_path=str(out),
     )
     values.update(kw)
