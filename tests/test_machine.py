@@ -98,27 +98,27 @@ def test_unknown_weight_gradient_layout_names_the_option():
 
 def test_micro_batch_sized_to_the_lines():
     g = GlobalConfig()
-    assert machine.micro_batch(g, 16, 120, [1350] * 10, AVX512) == 1  # default-spec lines: one per pass
-    assert machine.micro_batch(g, 16, 16, [200] * 10, AVX512) == 16  # small lines keep their batch
-    assert machine.micro_batch(g, 12, 120, [600] * 10, AVX512) == 2  # largest divisor of 12 that fits
-    assert machine.micro_batch(g, 1, 120, [1350], AVX512) == 1
-    assert machine.micro_batch(g, 16, 120, [], AVX512) == 16  # nothing known about the lines
-
-
-@pytest.mark.parametrize(("features", "lines"), [(AVX2, 4), (AVX512, 1), (machine.CpuFeatures("DEFAULT"), 1)])
-def test_avx2_only_cpus_pass_more_lines_at_once(features, lines):
-    assert machine.micro_batch(GlobalConfig(), 16, 120, [1350] * 10, features) == lines
+    # kraken's 120-px network on froc lines: four per pass (1.3x one per pass, AVX-512 and AVX2 alike)
+    assert machine.micro_batch(g, 16, 120, [1600] * 10) == 4
+    # the default 64-px network on the same lines: -B 4 whole (2x2 was 0.74x its speed), -B 16 as 2x8
+    assert machine.micro_batch(g, 4, 64, [855] * 10) == 4
+    assert machine.micro_batch(g, 16, 64, [855] * 10) == 8
+    assert machine.micro_batch(g, 16, 16, [200] * 10) == 16  # small lines keep their batch
+    assert machine.micro_batch(g, 12, 120, [2400] * 10) == 2  # largest divisor of 12 that fits
+    assert machine.micro_batch(g, 16, 120, [8000] * 10) == 1  # a line too large for the budget runs alone
+    assert machine.micro_batch(g, 1, 120, [1350]) == 1
+    assert machine.micro_batch(g, 16, 120, []) == 16  # nothing known about the lines
 
 
 @pytest.mark.parametrize(("setting", "expected"), [(0, 16), (1, 1), (5, 4), (16, 16), (40, 16)])
 def test_micro_batch_from_the_config(setting, expected):
     # 0 keeps whole batches; N: the largest divisor of the batch size not above N, whatever the lines
-    assert machine.micro_batch(GlobalConfig(micro_batch=setting), 16, 120, [1350] * 10, AVX2) == expected
+    assert machine.micro_batch(GlobalConfig(micro_batch=setting), 16, 120, [1350] * 10) == expected
 
 
 def test_negative_budgets_name_the_option():
     with pytest.raises(UsageError, match="--micro-batch"):
-        machine.micro_batch(GlobalConfig(micro_batch=-1), 16, 120, [100], AVX2)
+        machine.micro_batch(GlobalConfig(micro_batch=-1), 16, 120, [100])
     with pytest.raises(UsageError, match="--cache-mb"):
         machine.cache_bytes(GlobalConfig(cache_mb=-1))
 

@@ -35,11 +35,12 @@ logger = logging.getLogger(__name__)
 CPUINFO = "/proc/cpuinfo"
 _BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 
-# about this many input pixels per forward pass on CPU keep a default-spec network's activations in cache
-MICRO_PIXELS = 200_000
-# AVX2-only CPUs (no AVX-512) convolve slower and gain more from batching the LSTMs: default spec, 48 froc
-# lines at -B 16, one line per pass 4.9-5.0 lines/s, four 5.3-5.5, eight 4.7-4.9, all sixteen 4.0-4.1
-MICRO_PIXELS_AVX2_FACTOR = 4
+# about this many input pixels per forward pass on CPU. Measured on AVX-512 BF16 (2026-12-07, 2 threads, froc
+# lines): the default network at -B 4 ran 38 lines/s whole, 28 as two passes of 2, 21 as four of 1 (fp32: 27.7
+# against 21.4 as 2x2); at -B 16, 8 lines per pass 45, 16 or 4 lines 41, 2 lines 35; kraken's network at -B 16
+# 10.7 with 4 per pass, 9.6 with 2, 8.3 with 1. On AVX2 only: kraken's network, -B 16, one line per pass
+# 4.9-5.0, four 5.3-5.5, eight 4.7-4.9, sixteen 4.0-4.1. So about four of kraken's 120-px lines everywhere.
+MICRO_PIXELS = 800_000
 
 
 # -- the CPU ---------------------------------------------------------------------------------------------------
@@ -159,15 +160,13 @@ def weight_gradient_layout(g: GlobalConfig, features: CpuFeatures | None = None)
     return layout
 
 
-def micro_batch(
-    g: GlobalConfig, batch_size: int, height: int, widths: Sequence[int], features: CpuFeatures | None = None
-) -> int:
-    """Lines per forward pass on CPU: a batch of large lines runs faster as several smaller passes whose
-    activations stay in cache (default spec, -B 16: about 1.4x), with gradients accumulated to the same sum.
+def micro_batch(g: GlobalConfig, batch_size: int, height: int, widths: Sequence[int]) -> int:
+    """Lines per forward pass on CPU: a batch of large lines runs faster as several smaller passes (less
+    padding, activations nearer the cache), with gradients accumulated to the same sum.
 
     Always a divisor of the batch size. ``--micro-batch N``: the largest not above N (0 keeps whole batches);
-    by default the largest whose lines hold about ``MICRO_PIXELS`` input pixels (four times as many on
-    AVX2-only CPUs), so small lines and small networks keep their whole batches.
+    by default the largest whose lines hold about ``MICRO_PIXELS`` input pixels, so small lines and small
+    networks keep their whole batches.
     """
     if g.micro_batch is not None and g.micro_batch < 0:
         raise UsageError(f"--micro-batch must not be negative, got {g.micro_batch}")
@@ -178,9 +177,8 @@ def micro_batch(
     elif not widths:
         return batch_size
     else:
-        pixels = MICRO_PIXELS * (MICRO_PIXELS_AVX2_FACTOR if (features or cpu_features()).avx2_only else 1)
         per_line = max(1, height) * (sum(widths) / len(widths))
-        fits = max(1, int(pixels // per_line))
+        fits = max(1, int(MICRO_PIXELS // per_line))
     return max(d for d in range(1, batch_size + 1) if batch_size % d == 0 and d <= fits)
 
 

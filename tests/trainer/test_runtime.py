@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -36,6 +37,20 @@ def test_check_run_options_names_the_option(cfg_type: type) -> None:
         runtime.check_run_options(cfg_type(freq=1.5))
     with pytest.raises(UsageError, match="mutually exclusive"):
         runtime.check_run_options(cfg_type(load="a", resume="b"))
+
+
+@pytest.mark.parametrize("cfg_type", [TrainConfig, PretrainConfig])
+def test_epochs_under_early_stopping_are_warned_about(cfg_type: type, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="scriba"):
+        runtime.check_run_options(cfg_type(quit="early", epochs=2, schedule="constant"))
+    assert "--epochs 2 does not end the run under --quit early" in caplog.text and "-q fixed" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="scriba"):
+        runtime.check_run_options(cfg_type(quit="fixed", epochs=2))
+        runtime.check_run_options(cfg_type(quit="early"))  # no --epochs given
+        runtime.check_run_options(cfg_type(quit="early", epochs=2, schedule="1cycle"))  # -N is the cycle's length
+        runtime.check_run_options(cfg_type(quit="early", epochs=2, schedule="cosine", cos_t_max=0))
+    assert "--epochs" not in caplog.text
 
 
 def test_seed_run_keeps_a_stored_sampler_seed() -> None:

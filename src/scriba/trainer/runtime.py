@@ -56,6 +56,13 @@ def check_run_options(cfg: Any) -> None:
     LRSchedule.from_config(cfg, steps_per_epoch=1)  # its own checks (1cycle's --epochs, --cos-max), before the data
     if cfg.quit == "aneal":
         check_aneal(cfg.schedule)
+    sets_schedule = cfg.schedule == "1cycle" or (cfg.schedule == "cosine" and cfg.cos_t_max == 0)
+    if cfg.quit == "early" and cfg.epochs > 0 and not sets_schedule:
+        # kraken ignores -N here too; a user who asked for N epochs should not find out after hours
+        logger.warning(
+            f"--epochs {cfg.epochs} does not end the run under --quit early, which stops when validation stops "
+            "improving; add -q fixed to train exactly that many epochs"
+        )
 
 
 def restore_configs(cfg: C, g: GlobalConfig, *, key: str, task: str) -> tuple[C, GlobalConfig, dict[str, Any]]:

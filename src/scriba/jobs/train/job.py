@@ -256,7 +256,7 @@ def _train(
     module = RecognitionModule(net, cfg, info=info, pred_transform=pred_tt, aux_ctc=cfg.aux_ctc)
     on_gpu = machine.uses_gpu(accelerator)
     widths = train_ds.estimated_widths()
-    micro = cfg.batch_size if on_gpu else machine.micro_batch(g, cfg.batch_size, net.input[2], widths, m.features)
+    micro = cfg.batch_size if on_gpu else machine.micro_batch(g, cfg.batch_size, net.input[2], widths)
     # DDP averages the gradients of the processes; the loss is a sum over lines, so scaling it by the number
     # of processes gives the gradient of one process running the global batch (clipping, rates unchanged)
     module.loss_scale = float(procs.world)
