@@ -53,11 +53,10 @@ def check_run_options(cfg: Any) -> None:
         raise UsageError("--load and --resume are mutually exclusive")
     from scriba.trainer.optim import LRSchedule, check_aneal
 
-    LRSchedule.from_config(cfg, steps_per_epoch=1)  # its own checks (1cycle's --epochs, --cos-max), before the data
+    schedule = LRSchedule.from_config(cfg, steps_per_epoch=1)  # its own checks (1cycle's --epochs, --cos-max), before the data
     if cfg.quit == "aneal":
         check_aneal(cfg.schedule)
-    sets_schedule = cfg.schedule == "1cycle" or (cfg.schedule == "cosine" and cfg.cos_t_max == 0)
-    if cfg.quit == "early" and cfg.epochs > 0 and not sets_schedule:
+    if cfg.quit == "early" and cfg.epochs > 0 and not (cfg.schedule == "1cycle" or schedule.over_run()):
         # kraken ignores -N here too; a user who asked for N epochs should not find out after hours
         logger.warning(
             f"--epochs {cfg.epochs} does not end the run under --quit early, which stops when validation stops "
