@@ -36,8 +36,6 @@ def manifest(root: Path, split: str, name: str, tmp: Path, limit: int | None) ->
 
 def outputs(model, lst: Path, normalization: str | None):
     """Each line's (T, C) natural-log posteriors and its reference, in manifest order."""
-    import torch
-
     from scriba.data.sources import iter_records, resolve_inputs
     from scriba.recognizer import Recognizer
     from scriba.text import TextTransform
@@ -50,10 +48,8 @@ def outputs(model, lst: Path, normalization: str | None):
                                             require_text=True):
             if batch is None:
                 continue
-            logits, lens = model(batch["images"], batch["seq_lens"])
-            logp = torch.log_softmax(logits.float().squeeze(2), dim=1)
-            for k, (i, n) in enumerate(zip(batch["indices"], lens.tolist())):
-                lines[i] = (logp[k, :, : int(n)].T.contiguous().numpy(), batch["texts"][k])
+            for i, lp, text in zip(batch["indices"], rec.log_posteriors(batch), batch["texts"]):
+                lines[i] = (lp, text)
     return [lines[i] for i in sorted(lines)]
 
 
@@ -82,13 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     weights, bonuses = [float(x) for x in a.weights.split(",")], [float(x) for x in a.bonuses.split(",")]
 
-    import numpy as np
     import torch
 
-    from scriba.decode import greedy_decode
     from scriba.lm.beam import BeamSettings, ParallelBeamDecoder
     from scriba.lm.lmfile import check_language_model
-    from scriba.lm.tune import tune_lm
+    from scriba.lm.tune import greedy_tally, tune_lm
     from scriba.metrics import prediction_normalizer
     from scriba.weights import load_model
 
@@ -112,8 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         test = outputs(model, manifest(a.root, a.split, "test", tmp, a.limit), a.normalization)
 
         def greedy(lines):
-            return score([greedy_decode(torch.from_numpy(np.ascontiguousarray(lp.T))[None, :, None, :])[0]
-                          for lp, _ in lines], [r for _, r in lines], codec, normalize)
+            return greedy_tally([lp for lp, _ in lines], [r for _, r in lines], codec, normalize)
 
         base = BeamSettings(lm, labels, beam_size=a.beam_size)
         grid = tune_lm([lp for lp, _ in val], [r for _, r in val], codec, base,

@@ -217,11 +217,21 @@ class TestConfig(LineConfig):
     # beam search with a label language model (`ketos lm build`); None decodes greedily. The weight and
     # bonus defaults are within 1 % of the best validation point on froc_mss and openiti_arabic
     # (bench/RESULTS.md); the bonus is added per frame to every non-blank label; tune them on your own
-    # validation lines (scriba.lm.tune.tune_lm).
+    # validation lines (`ketos lm tune`, LMTuneConfig).
     lm: str | None = None
     lm_weight: float = 1.5
     lm_bonus: float = 2.5
     beam_size: int = 16
+
+
+@dataclass
+class LMTuneConfig(TestConfig):
+    """``ketos lm tune``: every (weight, bonus) pair of the grid decodes ``test_data`` (validation lines) with
+    ``lm``; the pair with the fewest errors is what to give ``ketos test --lm``. This grid's best point on froc_mss's
+    validation lines, weight 1.5 and bonus 2.5, inside it, became ``TestConfig``'s default (bench/RESULTS.md)."""
+
+    lm_weights: list[float] = field(default_factory=lambda: [0.3, 0.6, 1.0, 1.5, 2.0, 2.5])
+    lm_bonuses: list[float] = field(default_factory=lambda: [0.0, 0.75, 1.5, 2.5, 3.5])
 
 
 @dataclass

@@ -144,14 +144,27 @@ class Recognizer:
     # -- one batch ---------------------------------------------------------------------------------------------
 
     def decode_batch(self, batch: dict[str, Any]) -> list[Prediction]:
-        """The network on a collated batch (``images``, ``seq_lens``), decoded greedily; rows in batch order.
+        """The network on a collated batch (``images``, ``seq_lens``), decoded greedily (or by beam search with
+        the language model); rows in batch order.
 
         Autocast is chosen here, from ``precision``, whatever the caller's context: validation inside a bf16
         training run computes in full precision, as ``ketos test`` does on the saved weights.
         """
-        import torch
+        from scriba.decode import decode_text, predictions
 
-        from scriba.decode import decode_text
+        logits, lens = self._forward(batch)
+        codec: Any = self.model.codec
+        if self._beam is not None:
+            return predictions(self._beam.decode_all(_line_log_probs(logits, lens)), codec)
+        return decode_text(logits.float(), lens, codec)
+
+    def log_posteriors(self, batch: dict[str, Any]) -> list[Any]:
+        """Each row's ``(T, C)`` natural-log posteriors (numpy, frames by labels, blank first) for a beam
+        search: what :func:`scriba.lm.tune.tune_lm` takes."""
+        return _line_log_probs(*self._forward(batch))
+
+    def _forward(self, batch: dict[str, Any]) -> tuple[Any, Any]:
+        import torch
 
         device = self.device if self.device is not None else _device_of(self.model)
         images = batch["images"].to(device, non_blocking=True)
@@ -167,20 +180,7 @@ class Recognizer:
             )
         if self.model.codec is None:
             raise ModelError("the model has no codec: it cannot turn its outputs into text")
-        if self._beam is not None:
-            return self._beam_decode(logits, lens)
-        return decode_text(logits.float(), lens, self.model.codec)
-
-    def _beam_decode(self, logits: Any, lens: Any) -> list[Prediction]:
-        """Beam search with the language model over each line's log-posteriors."""
-        import torch
-
-        log_probs = torch.log_softmax(logits.detach().float().squeeze(2), dim=1).cpu()
-        lines = [log_probs[i, :, : int(n)].T.contiguous().numpy() for i, n in enumerate(lens.cpu().tolist())]
-        from scriba.decode import predictions
-
-        codec: Any = self.model.codec
-        return predictions(self._beam.decode_all(lines), codec)
+        return logits, lens
 
     def close(self) -> None:
         """Ends the language model's worker processes, if any."""
@@ -335,6 +335,13 @@ class Recognizer:
 
 
 # -- the pieces of the loop ------------------------------------------------------------------------------------
+
+
+def _line_log_probs(logits: Any, lens: Any) -> list[Any]:
+    import torch
+
+    log_probs = torch.log_softmax(logits.detach().float().squeeze(2), dim=1).cpu()
+    return [log_probs[i, :, : int(n)].T.contiguous().numpy() for i, n in enumerate(lens.cpu().tolist())]
 
 
 def _device_of(model: Any) -> torch.device:

@@ -123,3 +123,70 @@ def test_a_damaged_language_model_is_one_line(tmp_path, capsys):
                               "-e", str(EXAMPLE_DATA / "test.lst")], capsys)
     assert code == 2 and "cannot read the language model" in err and str(lm) in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_tune_agrees_with_ketos_test_at_its_best_point(shared_data, tmp_path, capsys, monkeypatch):
+    pytest.importorskip("flashlight.lib.text.decoder", reason="flashlight-text (scriba[lm]) not installed")
+    import json
+
+    root = shared_data / "froc_mss"
+    monkeypatch.chdir(root)  # the manifests list paths relative to the dataset's folder
+    split = root / "published_split"
+    train = tmp_path / "train.lst"
+    train.write_text("\n".join(str(root / p) for p in (split / "train.lst").read_text().split()[:600]) + "\n")
+    val = tmp_path / "val.lst"
+    val.write_text("\n".join(str(root / p) for p in (split / "val.lst").read_text().split()[:40]) + "\n")
+    lm = tmp_path / "froc.arpa"
+    assert run_ketos(["lm", "build", "-m", "model_froc.mlmodel", "-u", "NFD", "-o", str(lm), "-t", str(train)],
+                     capsys)[0] == 0
+    grid = tmp_path / "grid.json"
+    code, out, err = run_ketos(["-d", "cpu", "lm", "tune", "-m", "model_froc.mlmodel", "--lm", str(lm), "-f", "path",
+                                "-u", "NFD", "-B", "16", "-e", str(val), "--lm-weights", "0.3,1.5",
+                                "--lm-bonuses", "0,2.5", "--output-json", str(grid)], capsys)
+    assert code == 0, err
+    report = json.loads(grid.read_text())
+    points = report["grid"]
+    assert len(points) == 4 and [p["errors"] for p in points] == sorted(p["errors"] for p in points)
+    best = report["best"]
+    assert (best["lm_weight"], best["lm_bonus"]) == (points[0]["lm_weight"], points[0]["lm_bonus"])
+    assert f"best: --lm-weight {best['lm_weight']:g} --lm-bonus {best['lm_bonus']:g}" in out
+
+    def ketos_test_errors(*extra: str) -> int:
+        out_json = tmp_path / "test.json"
+        code, _, err = run_ketos(["-d", "cpu", "test", "-m", "model_froc.mlmodel", "-B", "16", "-f", "path", "-u",
+                                  "NFD", "-e", str(val), "--output-json", str(out_json), *extra], capsys)
+        assert code == 0, err
+        return json.loads(out_json.read_text())["summary"]["errors"]
+
+    # the tuned counts are ketos test's: greedy, and beam search at the best point and at the worst
+    assert ketos_test_errors() == report["greedy_errors"]
+    for p in (points[0], points[-1]):
+        assert ketos_test_errors("--lm", str(lm), "--lm-weight", str(p["lm_weight"]),
+                                 "--lm-bonus", str(p["lm_bonus"])) == p["errors"]
+    assert points[0]["errors"] < report["greedy_errors"]  # a 6-gram of froc's lines helps its model
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--lm-weights", ""], "--lm-weights"),
+    (["--lm-weights", "1,x"], "comma-separated"),
+    (["--lm-weights", "-1"], ">= 0"),
+    (["--lm-bonuses", "nan"], "finite"),
+])
+def test_tune_grid_values_are_checked(tmp_path, capsys, args, message):
+    model = _model(tmp_path, "abc ")
+    lm = tmp_path / "x.arpa"
+    lm.write_text("")
+    code, _, err = run_ketos(["lm", "tune", "-m", str(model), "--lm", str(lm), "-f", "path",
+                              "-e", str(EXAMPLE_DATA / "val.lst"), *args], capsys)
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_tune_needs_a_language_model_and_lines(tmp_path, capsys):
+    model = _model(tmp_path, "abc ")
+    code, _, err = run_ketos(["lm", "tune", "-m", str(model), "-f", "path", "-e", str(EXAMPLE_DATA / "val.lst")],
+                             capsys)
+    assert code == 2 and "--lm" in err and "ketos lm build" in err
+    lm = tmp_path / "x.arpa"
+    lm.write_text("")
+    code, _, err = run_ketos(["lm", "tune", "-m", str(model), "--lm", str(lm)], capsys)
+    assert code == 2 and "no validation lines" in err

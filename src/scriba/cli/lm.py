@@ -36,3 +36,37 @@ def build(ground_truth: tuple[str, ...], training_data: tuple[str, ...], **opts)
 
     opts["training_data"] = O.expand_inputs(training_data, ground_truth)
     click.echo(str(build_language_model(C.build(C.LMBuildConfig, opts))))
+
+
+@command.command("tune")
+@click.option("-m", "--model", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Recognition model the language model was built for.")
+@click.option("--lm", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Label language model to tune (ketos lm build).")
+@O.apply(*O.data_format_options(C.LMTuneConfig, manifests=()))
+@click.option("-e", "--evaluation-data", "test_data", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="File(s) with paths to validation data (not the test split).")
+@O.apply(*O.text_options(C.LMTuneConfig))
+@click.option("--lm-weights", type=O.FloatList(0), default=",".join(map(str, C.default(C.LMTuneConfig, "lm_weights"))),
+              help="Language model weights to try, comma-separated.")
+@click.option("--lm-bonuses", type=O.FloatList(), default=",".join(map(str, C.default(C.LMTuneConfig, "lm_bonuses"))),
+              help="Label bonuses to try, comma-separated.")
+@click.option("--beam-size", type=click.IntRange(1), default=C.default(C.LMTuneConfig, "beam_size"),
+              help="Hypotheses kept per frame in the beam search.")
+@click.option("--no-legacy-polygons", is_flag=True, default=False, help="Force disable the legacy polygon extractor.")
+@click.option("--output-json", type=click.Path(dir_okay=False), default=None, help="Write the whole grid as JSON.")
+@O.ground_truth_argument("validation_set")
+@click.pass_obj
+def tune(g: C.GlobalConfig, validation_set: tuple[str, ...], **opts) -> None:
+    """Choose --lm-weight and --lm-bonus on validation lines: the grid's points, fewest errors first.
+
+    The network reads the lines once; each point decodes them again in --threads worker processes.
+    """
+    from scriba.jobs.evaluate.lm_tune import tune_language_model
+
+    opts["test_data"] = O.expand_inputs(opts["test_data"], validation_set)
+    cfg = C.build(C.LMTuneConfig, opts)
+    result = tune_language_model(cfg, g)
+    click.echo(result.render())
+    if cfg.output_json:
+        click.echo(f"JSON report written to {cfg.output_json}", err=True)

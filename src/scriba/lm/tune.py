@@ -7,15 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
 from scriba.codec import Codec
 from scriba.lm.beam import BeamSettings, ParallelBeamDecoder
 from scriba.metrics import Tally
-
-DEFAULT_WEIGHTS = (0.3, 0.6, 1.0, 1.5)
-DEFAULT_BONUSES = (0.0, 0.75, 1.5, 2.5)
 
 
 @dataclass(frozen=True)
@@ -35,8 +33,8 @@ def tune_lm(
     references: Sequence[str],
     codec: Codec,
     base: BeamSettings,
-    weights: Sequence[float] = DEFAULT_WEIGHTS,
-    bonuses: Sequence[float] = DEFAULT_BONUSES,
+    weights: Sequence[float],
+    bonuses: Sequence[float],
     processes: int = 1,
     normalize: Callable[[str], str] = str,
 ) -> list[GridPoint]:
@@ -44,15 +42,34 @@ def tune_lm(
 
     ``log_probs`` are each line's ``(T, C)`` natural-log posteriors, ``references`` their transcriptions as
     validation compares them; ``normalize`` is applied to the decoded text (``ketos test``'s normalisation).
+    The grid's values come from :class:`scriba.config.LMTuneConfig` when ``ketos lm tune`` calls this.
     """
     points = []
     for w in weights:
         for b in bonuses:
             settings = replace(base, lm_weight=w, token_bonus=b)
             with ParallelBeamDecoder(settings, processes) as dec:
-                decoded = dec.decode_all(log_probs)
-            tally = Tally(keep_lines=False)
-            for spans, ref in zip(decoded, references):
-                tally.add(ref, normalize("".join(c for c, *_ in codec.decode(spans))))
+                tally = _score(dec.decode_all(log_probs), references, codec, normalize)
             points.append(GridPoint(w, b, tally.errors, tally.chars))
     return sorted(points, key=lambda p: (p.errors, p.lm_weight, p.token_bonus))
+
+
+def greedy_tally(
+    log_probs: Sequence[np.ndarray], references: Sequence[str], codec: Codec, normalize: Callable[[str], str] = str
+) -> Tally:
+    """The same lines decoded greedily (best path, no language model): what a grid point has to beat."""
+    import torch
+
+    from scriba.decode import greedy_decode
+
+    decoded = [greedy_decode(torch.from_numpy(np.ascontiguousarray(lp.T))[None])[0] for lp in log_probs]
+    return _score(decoded, references, codec, normalize)
+
+
+def _score(
+    decoded: Sequence[Sequence[Any]], references: Sequence[str], codec: Codec, normalize: Callable[[str], str]
+) -> Tally:
+    tally = Tally(keep_lines=False)
+    for spans, ref in zip(decoded, references):
+        tally.add(ref, normalize("".join(c for c, *_ in codec.decode(spans))))
+    return tally

@@ -112,7 +112,7 @@ def evaluate(
         lm_bonus=cfg.lm_bonus,
         beam_size=cfg.beam_size,
     )
-    records, dataset = _test_set(rec, data, cfg, meta, skipped)
+    records, dataset = evaluation_set(rec, data, cfg, meta, skipped)
     if len(dataset) == 0:
         raise NoDataError("the test set has no lines")
 
@@ -155,7 +155,7 @@ def evaluate(
     )
 
 
-def _test_set(
+def evaluation_set(
     rec: Any, data: Any, cfg: TestConfig, meta: dict[str, Any], skipped: list[SkippedItem]
 ) -> tuple[Sequence[LineRecord] | None, Any]:
     """The records (None when only a dataset was given) and the dataset of ``data``."""
