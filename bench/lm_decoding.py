@@ -53,15 +53,6 @@ def outputs(model, lst: Path, normalization: str | None):
     return [lines[i] for i in sorted(lines)]
 
 
-def score(decoded, refs, codec, normalize):
-    from scriba.metrics import Tally
-
-    tally = Tally(keep_lines=False)
-    for spans, ref in zip(decoded, refs):
-        tally.add(ref, normalize("".join(c for c, *_ in codec.decode(spans))))
-    return tally
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True)
@@ -82,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from scriba.lm.beam import BeamSettings, ParallelBeamDecoder
     from scriba.lm.lmfile import check_language_model
-    from scriba.lm.tune import greedy_tally, tune_lm
+    from scriba.lm.tune import greedy_tally, score_decoded, tune_lm
     from scriba.metrics import prediction_normalizer
     from scriba.weights import load_model
 
@@ -122,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
                 t0 = time.perf_counter()
                 decoded = dec.decode_all([lp for lp, _ in test])
                 speeds[procs] = len(test) / (time.perf_counter() - t0)
-        with_lm = score(decoded, [r for _, r in test], codec, normalize)
+        with_lm = score_decoded(decoded, [r for _, r in test], codec, normalize)
         g_val, g_test = greedy(val), greedy(test)
     rec = {
         "model": a.model, "split": str(a.root / a.split), "lm_build_s": round(build_s, 1),

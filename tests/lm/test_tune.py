@@ -40,3 +40,19 @@ def test_the_best_point_uses_the_language_model(tmp_path):
     assert by_weight[0.0].errors == 2  # the acoustically favoured rivals
     assert by_weight[1.0].errors == 0 and points[0] is by_weight[1.0]
     assert points[0].cer == 0.0 and by_weight[0.0].cer == pytest.approx(2 / sum(map(len, refs)))
+
+
+def test_greedy_tally_reads_the_best_path_through_the_normalizer():
+    import torch
+
+    from scriba.decode import decode_text
+    from scriba.lm.tune import greedy_tally
+
+    rng = np.random.default_rng(1)
+    refs = ["abc", "abc cab"]
+    lines = [_line("abc", {2: "e"}, rng), _line("abc cab", {}, rng)]
+    texts = [decode_text(torch.from_numpy(lp.T.copy())[None], None, CODEC)[0].text for lp in lines]
+    assert texts == ["abe", "abc cab"]  # the rival wins the best path
+    tally = greedy_tally(lines, refs, CODEC)
+    assert (tally.errors, tally.chars) == (1, 10)
+    assert greedy_tally(lines, refs, CODEC, normalize=lambda s: s.replace("e", "c")).errors == 0

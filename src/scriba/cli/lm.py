@@ -47,7 +47,7 @@ def build(ground_truth: tuple[str, ...], training_data: tuple[str, ...], **opts)
 @click.option("-e", "--evaluation-data", "test_data", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="File(s) with paths to validation data (not the test split).")
 @O.apply(*O.text_options(C.LMTuneConfig))
-@click.option("--lm-weights", type=O.FloatList(0), default=",".join(map(str, C.default(C.LMTuneConfig, "lm_weights"))),
+@click.option("--lm-weights", type=O.FloatList(), default=",".join(map(str, C.default(C.LMTuneConfig, "lm_weights"))),
               help="Language model weights to try, comma-separated.")
 @click.option("--lm-bonuses", type=O.FloatList(), default=",".join(map(str, C.default(C.LMTuneConfig, "lm_bonuses"))),
               help="Label bonuses to try, comma-separated.")

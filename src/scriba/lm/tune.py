@@ -49,7 +49,7 @@ def tune_lm(
         for b in bonuses:
             settings = replace(base, lm_weight=w, token_bonus=b)
             with ParallelBeamDecoder(settings, processes) as dec:
-                tally = _score(dec.decode_all(log_probs), references, codec, normalize)
+                tally = score_decoded(dec.decode_all(log_probs), references, codec, normalize)
             points.append(GridPoint(w, b, tally.errors, tally.chars))
     return sorted(points, key=lambda p: (p.errors, p.lm_weight, p.token_bonus))
 
@@ -63,12 +63,13 @@ def greedy_tally(
     from scriba.decode import greedy_decode
 
     decoded = [greedy_decode(torch.from_numpy(np.ascontiguousarray(lp.T))[None])[0] for lp in log_probs]
-    return _score(decoded, references, codec, normalize)
+    return score_decoded(decoded, references, codec, normalize)
 
 
-def _score(
+def score_decoded(
     decoded: Sequence[Sequence[Any]], references: Sequence[str], codec: Codec, normalize: Callable[[str], str]
 ) -> Tally:
+    """Decoded label spans of each line against its reference, into a tally (predictions through ``normalize``)."""
     tally = Tally(keep_lines=False)
     for spans, ref in zip(decoded, references):
         tally.add(ref, normalize("".join(c for c, *_ in codec.decode(spans))))

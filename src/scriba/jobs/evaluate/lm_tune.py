@@ -44,12 +44,20 @@ class TuneResult:
         return self.grid[0]
 
     @property
-    def at_edge(self) -> bool:
-        """The best point uses the grid's largest weight or bonus: a larger one might do better still."""
+    def edges(self) -> list[str]:
+        """The grid's edges the best point lies on, where a value beyond the grid might do better still
+        (``"largest --lm-weights"``...); a weight of 0 is no edge, it turns the language model off."""
         b = self.best
-        return b.lm_weight == max(p.lm_weight for p in self.grid) or b.token_bonus == max(
-            p.token_bonus for p in self.grid
-        )
+        out = []
+        for option, value, values in (
+            ("--lm-weights", b.lm_weight, {p.lm_weight for p in self.grid}),
+            ("--lm-bonuses", b.token_bonus, {p.token_bonus for p in self.grid}),
+        ):
+            if len(values) > 1 and value == max(values):
+                out.append(f"largest {option}")
+            elif len(values) > 1 and value == min(values) and not (option == "--lm-weights" and value == 0):
+                out.append(f"smallest {option}")
+        return out
 
     def render(self, rows: int = 10) -> str:
         """The report ``ketos lm tune`` prints: greedy, the best ``rows`` points, the options to use."""
@@ -65,12 +73,14 @@ class TuneResult:
         change = 100.0 * (self.greedy_errors - b.errors) / max(1, self.greedy_errors)
         out.append(
             f"best: --lm-weight {b.lm_weight:g} --lm-bonus {b.token_bonus:g} "
-            f"({change:.1f} % {'fewer' if change >= 0 else 'more'} errors than greedy decoding)"
+            f"({abs(change):.1f} % {'fewer' if change >= 0 else 'more'} errors than greedy decoding)"
         )
         if b.errors >= self.greedy_errors:
             out.append("the language model does not help on these lines: decode greedily (ketos test without --lm)")
-        if self.at_edge:
-            out.append("the best point is on the grid's edge: try larger --lm-weights or --lm-bonuses")
+        if self.edges:
+            out.append(f"the best point is on the grid's edge ({', '.join(self.edges)}): try values beyond it")
+        if self.skipped:
+            out.append(f"{len(self.skipped)} lines left out (first: {self.skipped[0]})")
         return "\n".join(out)
 
     def to_json(self) -> dict[str, Any]:
@@ -80,7 +90,7 @@ class TuneResult:
             "chars": self.chars,
             "greedy_errors": self.greedy_errors,
             "best": {"lm_weight": self.best.lm_weight, "lm_bonus": self.best.token_bonus},
-            "at_edge": self.at_edge,
+            "edges": self.edges,
             "grid": [
                 {"lm_weight": p.lm_weight, "lm_bonus": p.token_bonus, "errors": p.errors, "cer": p.cer}
                 for p in self.grid
@@ -98,7 +108,7 @@ def tune_language_model(cfg: LMTuneConfig, g: GlobalConfig | None = None) -> Tun
     g = g or GlobalConfig()
     _check(cfg)
     start = time.perf_counter()
-    from scriba.lm.beam import BeamSettings
+    from scriba.lm.beam import BeamDecoder, BeamSettings
     from scriba.lm.lmfile import check_language_model
     from scriba.lm.tune import greedy_tally, tune_lm
     from scriba.recognizer import Recognizer
@@ -106,7 +116,6 @@ def tune_language_model(cfg: LMTuneConfig, g: GlobalConfig | None = None) -> Tun
 
     model = load_model(cfg.model)  # type: ignore[arg-type]  # checked above
     meta = getattr(model, "metadata", {}) or {}
-    labels = check_language_model(cfg.lm, model.codec)  # type: ignore[arg-type]  # the loader gives a codec
     legacy = False if cfg.no_legacy_polygons else bool(meta.get("legacy_polygons", False))
     rec = Recognizer(
         model,
@@ -117,7 +126,11 @@ def tune_language_model(cfg: LMTuneConfig, g: GlobalConfig | None = None) -> Tun
         num_workers=g.num_workers,
         num_threads=g.num_threads,
         legacy_polygons=legacy,
-    )
+    )  # refuses a model without a codec
+    codec: Any = model.codec
+    labels = check_language_model(cfg.lm, codec)  # type: ignore[arg-type]  # checked above
+    base = BeamSettings(cfg.lm, labels, beam_size=cfg.beam_size)  # type: ignore[arg-type]  # checked above
+    BeamDecoder(base)  # a missing flashlight-text or a damaged file is said now, not after the network's pass
     skipped: list[SkippedItem] = []
     records, dataset = evaluation_set(rec, list(cfg.test_data), cfg, meta, skipped)
     log_probs: list[Any] = []
@@ -136,13 +149,12 @@ def tune_language_model(cfg: LMTuneConfig, g: GlobalConfig | None = None) -> Tun
         logger.warning("left out: %s", item)
 
     normalize = prediction_normalizer(cfg.normalization, cfg.normalize_whitespace)
-    codec: Any = model.codec
     greedy = greedy_tally(log_probs, references, codec, normalize)
     grid = tune_lm(
         log_probs,
         references,
         codec,
-        BeamSettings(cfg.lm, labels, beam_size=cfg.beam_size),  # type: ignore[arg-type]  # checked above
+        base,
         weights=cfg.lm_weights,
         bonuses=cfg.lm_bonuses,
         processes=max(1, g.num_threads),
@@ -175,4 +187,3 @@ def _check(cfg: LMTuneConfig) -> None:
         bad = [v for v in values if not isinstance(v, (int, float)) or not math.isfinite(v) or v < low]
         if bad:
             raise UsageError(f"{name} must hold finite numbers{' >= 0' if low == 0 else ''}, got {bad[0]!r}")
-
