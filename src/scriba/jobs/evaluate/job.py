@@ -33,6 +33,7 @@ from scriba.metrics import Tally, prediction_normalizer
 if TYPE_CHECKING:
     from PIL import Image
 
+    from scriba.recognizer import Recognizer
     from scriba.vgsl import RecognitionModel
 
 __all__ = ["EvaluationResult", "evaluate", "run_test", "write_reports"]
@@ -94,24 +95,8 @@ def evaluate(
         model_file = os.fspath(model)
         model = load_model(model_file)
     meta = getattr(model, "metadata", {}) or {}
-    legacy = False if cfg.no_legacy_polygons else bool(meta.get("legacy_polygons", False))
-
-    from scriba.recognizer import Recognizer
-
-    rec = Recognizer(
-        model,
-        device=g.device,
-        precision=g.precision,
-        batch_size=max(1, cfg.batch_size),
-        padding=cfg.padding,
-        num_workers=g.num_workers,
-        num_threads=g.num_threads,
-        legacy_polygons=legacy,
-        lm=cfg.lm,
-        lm_weight=cfg.lm_weight,
-        lm_bonus=cfg.lm_bonus,
-        beam_size=cfg.beam_size,
-    )
+    rec = recognizer_for(model, cfg, g)
+    legacy = rec.legacy_polygons
     records, dataset = evaluation_set(rec, data, cfg, meta, skipped)
     if len(dataset) == 0:
         raise NoDataError("the test set has no lines")
@@ -152,6 +137,29 @@ def evaluate(
         records=records if records is not None else [],
         legacy_polygons=legacy,
         image_loader=_dataset_image_loader(dataset),
+    )
+
+
+def recognizer_for(model: RecognitionModel, cfg: TestConfig, g: GlobalConfig, *, with_lm: bool = True) -> Recognizer:
+    """The recognizer of ``cfg`` and ``g`` (legacy polygons: the model's unless ``--no-legacy-polygons``); with
+    ``cfg.lm`` and ``with_lm`` it decodes by beam search with that language model."""
+    from scriba.recognizer import Recognizer
+
+    meta = getattr(model, "metadata", {}) or {}
+    lm = cfg.lm if with_lm else None
+    return Recognizer(
+        model,
+        device=g.device,
+        precision=g.precision,
+        batch_size=max(1, cfg.batch_size),
+        padding=cfg.padding,
+        num_workers=g.num_workers,
+        num_threads=g.num_threads,
+        legacy_polygons=False if cfg.no_legacy_polygons else bool(meta.get("legacy_polygons", False)),
+        lm=lm,
+        lm_weight=cfg.lm_weight,
+        lm_bonus=cfg.lm_bonus,
+        beam_size=cfg.beam_size,
     )
 
 

@@ -20,7 +20,7 @@ from typing import Any
 from scriba.config import GlobalConfig, LMTuneConfig
 from scriba.data.records import SkippedItem
 from scriba.errors import NoDataError, UsageError
-from scriba.jobs.evaluate.job import evaluation_set
+from scriba.jobs.evaluate.job import evaluation_set, recognizer_for
 from scriba.jobs.evaluate.report import write_text_atomic
 from scriba.metrics import prediction_normalizer
 
@@ -111,22 +111,11 @@ def tune_language_model(cfg: LMTuneConfig, g: GlobalConfig | None = None) -> Tun
     from scriba.lm.beam import BeamDecoder, BeamSettings
     from scriba.lm.lmfile import check_language_model
     from scriba.lm.tune import greedy_tally, tune_lm
-    from scriba.recognizer import Recognizer
     from scriba.weights import load_model
 
     model = load_model(cfg.model)  # type: ignore[arg-type]  # checked above
     meta = getattr(model, "metadata", {}) or {}
-    legacy = False if cfg.no_legacy_polygons else bool(meta.get("legacy_polygons", False))
-    rec = Recognizer(
-        model,
-        device=g.device,
-        precision=g.precision,
-        batch_size=max(1, cfg.batch_size),
-        padding=cfg.padding,
-        num_workers=g.num_workers,
-        num_threads=g.num_threads,
-        legacy_polygons=legacy,
-    )  # refuses a model without a codec
+    rec = recognizer_for(model, cfg, g, with_lm=False)  # refuses a model without a codec
     codec: Any = model.codec
     labels = check_language_model(cfg.lm, codec)  # type: ignore[arg-type]  # checked above
     base = BeamSettings(cfg.lm, labels, beam_size=cfg.beam_size)  # type: ignore[arg-type]  # checked above
