@@ -35,7 +35,10 @@ def test_the_best_point_uses_the_language_model(tmp_path):
     rng = np.random.default_rng(0)
     refs = ["abc", "abc cab", "bac"]
     lines = [_line("abc", {2: "e"}, rng), _line("abc cab", {5: "e"}, rng), _line("bac", {}, rng)]
-    points = tune_lm(lines, refs, CODEC, BeamSettings(str(lm), CODEC.max_label), weights=(0.0, 1.0), bonuses=(0.0,))
+    seen = []
+    points = tune_lm(lines, refs, CODEC, BeamSettings(str(lm), CODEC.max_label), weights=(0.0, 1.0), bonuses=(0.0,),
+                     on_point=seen.append)
+    assert [p.lm_weight for p in seen] == [0.0, 1.0] and sorted(seen, key=lambda p: p.errors) == points
     by_weight = {p.lm_weight: p for p in points}
     assert by_weight[0.0].errors == 2  # the acoustically favoured rivals
     assert by_weight[1.0].errors == 0 and points[0] is by_weight[1.0]

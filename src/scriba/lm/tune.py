@@ -37,12 +37,14 @@ def tune_lm(
     bonuses: Sequence[float],
     processes: int = 1,
     normalize: Callable[[str], str] = str,
+    on_point: Callable[[GridPoint], None] | None = None,
 ) -> list[GridPoint]:
     """Every (weight, bonus) pair's error count on the lines, best first (ties: the smaller weight and bonus).
 
     ``log_probs`` are each line's ``(T, C)`` natural-log posteriors, ``references`` their transcriptions as
     validation compares them; ``normalize`` is applied to the decoded text (``ketos test``'s normalisation).
-    The grid's values come from :class:`scriba.config.LMTuneConfig` when ``ketos lm tune`` calls this.
+    The grid's values come from :class:`scriba.config.LMTuneConfig` when ``ketos lm tune`` calls this;
+    ``on_point`` hears of each point as it is scored (a grid over thousands of lines takes minutes).
     """
     points = []
     for w in weights:
@@ -51,6 +53,8 @@ def tune_lm(
             with ParallelBeamDecoder(settings, processes) as dec:
                 tally = score_decoded(dec.decode_all(log_probs), references, codec, normalize)
             points.append(GridPoint(w, b, tally.errors, tally.chars))
+            if on_point is not None:
+                on_point(points[-1])
     return sorted(points, key=lambda p: (p.errors, p.lm_weight, p.token_bonus))
 
 

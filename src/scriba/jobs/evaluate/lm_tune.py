@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -125,7 +126,8 @@ def tune_language_model(cfg: LMTuneConfig, g: GlobalConfig | None = None) -> Tun
     log_probs: list[Any] = []
     references: list[str] = []
     with rec.session():
-        for batch, bad in rec.iter_batches(dataset, require_text=True):
+        show = g.verbose == 0 and sys.stderr.isatty()
+        for batch, bad in rec.iter_batches(dataset, require_text=True, progress=show):
             for i, reason in bad:
                 line = records[i] if records is not None else None
                 skipped.append(SkippedItem(line.source if line else "dataset", line.id if line else str(i), reason))
@@ -148,6 +150,9 @@ def tune_language_model(cfg: LMTuneConfig, g: GlobalConfig | None = None) -> Tun
         bonuses=cfg.lm_bonuses,
         processes=max(1, g.num_threads),
         normalize=normalize,
+        on_point=lambda p: logger.info(
+            "lm weight %g, bonus %g: %d errors (%.2f %%)", p.lm_weight, p.token_bonus, p.errors, 100 * p.cer
+        ),
     )
     result = TuneResult(
         lm=str(cfg.lm),
