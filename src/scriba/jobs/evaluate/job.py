@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -106,15 +106,9 @@ def evaluate(
     tally = Tally()
     missing_chars: Counter[str] = Counter()
     missing_lines = 0
-    show = progress if progress is not None else (g.verbose == 0 and _stderr_is_tty())
     try:
         with rec.session():
-            for batch, bad in rec.iter_batches(dataset, require_text=True, progress=show):
-                for i, reason in bad:
-                    line = records[i] if records is not None else None
-                    skipped.append(SkippedItem(line.source if line else "dataset", line.id if line else str(i), reason))
-                if batch is None:
-                    continue
+            for batch in usable_batches(rec, dataset, records, skipped, show_progress(g, progress)):
                 rec.score_batch(batch, tally, pred_transform)
                 for ref in batch["texts"]:
                     miss = unencodable(ref)
@@ -161,6 +155,23 @@ def recognizer_for(model: RecognitionModel, cfg: TestConfig, g: GlobalConfig, *,
         lm_bonus=cfg.lm_bonus,
         beam_size=cfg.beam_size,
     )
+
+
+def usable_batches(
+    rec: Recognizer, dataset: Any, records: Sequence[LineRecord] | None, skipped: list[SkippedItem], progress: bool
+) -> Iterator[dict[str, Any]]:
+    """The batches of ``dataset`` that hold lines to score; the lines that could not be used go to ``skipped``."""
+    for batch, bad in rec.iter_batches(dataset, require_text=True, progress=progress):
+        for i, reason in bad:
+            line = records[i] if records is not None else None
+            skipped.append(SkippedItem(line.source if line else "dataset", line.id if line else str(i), reason))
+        if batch is not None:
+            yield batch
+
+
+def show_progress(g: GlobalConfig, progress: bool | None = None) -> bool:
+    """A progress bar unless the caller decided: on a terminal, when no ``-v`` log shares stderr."""
+    return progress if progress is not None else (g.verbose == 0 and _stderr_is_tty())
 
 
 def evaluation_set(

@@ -13,17 +13,19 @@ from __future__ import annotations
 import json
 import logging
 import math
-import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scriba.config import GlobalConfig, LMTuneConfig
 from scriba.data.records import SkippedItem
 from scriba.errors import NoDataError, UsageError
-from scriba.jobs.evaluate.job import evaluation_set, recognizer_for
+from scriba.jobs.evaluate.job import evaluation_set, recognizer_for, show_progress, usable_batches
 from scriba.jobs.evaluate.report import write_text_atomic
 from scriba.metrics import prediction_normalizer
+
+if TYPE_CHECKING:
+    from scriba.lm.tune import GridPoint
 
 logger = logging.getLogger(__name__)
 
@@ -36,12 +38,12 @@ class TuneResult:
     lines: int
     chars: int
     greedy_errors: int
-    grid: list[Any]  # scriba.lm.tune.GridPoint, best first
+    grid: list[GridPoint]  # best first
     skipped: list[SkippedItem] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
-    def best(self) -> Any:
+    def best(self) -> GridPoint:
         return self.grid[0]
 
     @property
@@ -126,14 +128,9 @@ def tune_language_model(cfg: LMTuneConfig, g: GlobalConfig | None = None) -> Tun
     log_probs: list[Any] = []
     references: list[str] = []
     with rec.session():
-        show = g.verbose == 0 and sys.stderr.isatty()
-        for batch, bad in rec.iter_batches(dataset, require_text=True, progress=show):
-            for i, reason in bad:
-                line = records[i] if records is not None else None
-                skipped.append(SkippedItem(line.source if line else "dataset", line.id if line else str(i), reason))
-            if batch is not None:
-                log_probs.extend(rec.log_posteriors(batch))
-                references.extend(batch["texts"])
+        for batch in usable_batches(rec, dataset, records, skipped, show_progress(g)):
+            log_probs.extend(rec.log_posteriors(batch))
+            references.extend(batch["texts"])
     if not log_probs:
         raise NoDataError(f"none of the {len(dataset)} validation lines could be read ({skipped[0]})")
     for item in skipped[:5]:
